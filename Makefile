@@ -1,0 +1,63 @@
+# Two commands for a newcomer on a fresh Debian 12 machine (as root):
+#   make lab    provision the built-in lab and deploy the sample service
+#   make test   run every test suite
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+ROOT   := $(CURDIR)
+VENV   := $(ROOT)/.venv
+export PATH := $(VENV)/bin:$(PATH)
+export ANSIBLE_CONFIG := $(ROOT)/ansible.cfg
+PYTEST := $(VENV)/bin/pytest
+
+.PHONY: help bootstrap test lint unit agent-test monitoring-test integration molecule e2e bench \
+        lab lab-up lab-break lab-down lab-notifications render clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+
+bootstrap: ## install apt packages, the venv and the systemd host image (idempotent)
+	@$(ROOT)/scripts/bootstrap
+
+test: bootstrap ## run every test suite (lint, agent, monitoring, integration, molecule, e2e)
+	$(PYTEST)
+
+lint: bootstrap ## ruff, yamllint, ansible-lint and playbook syntax checks
+	$(PYTEST) -m lint
+
+agent-test: bootstrap ## the rollback agent's tests
+	$(PYTEST) -m "unit or agent"
+
+monitoring-test: bootstrap ## promtool/amtool tests of the monitoring content
+	$(PYTEST) -m monitoring
+
+integration: bootstrap ## several real components together on loopback
+	$(PYTEST) -m integration
+
+molecule: bootstrap ## one molecule scenario per role (slow)
+	$(PYTEST) -m molecule
+
+e2e: bootstrap ## the lab end to end (slowest)
+	$(PYTEST) -m e2e
+
+bench: bootstrap ## every benchmark of the project; prints figures
+	$(PYTEST) -m bench -s -p no:randomly --override-ini="addopts=-ra -p no:cacheprovider"
+
+lab: bootstrap ## boot the lab, provision it with site.yml and deploy the sample service
+	@$(ROOT)/scripts/lab up
+
+lab-break: ## deploy the bad release on the lab and follow the automated rollback
+	@$(ROOT)/scripts/lab break
+
+lab-notifications: ## list the Slack/PagerDuty/email messages the lab captured
+	@$(ROOT)/scripts/lab notifications
+
+lab-down: ## remove everything the lab created
+	@$(ROOT)/scripts/lab down
+
+render: bootstrap ## render every generated config of the production inventory into ./render
+	ansible-playbook -i inventories/production playbooks/render.yml -e render_dir=$(ROOT)/render
+
+clean: ## remove caches (not the venv or the image)
+	rm -rf .cache/facts .pytest_cache .ruff_cache render

@@ -1,0 +1,3 @@
+"""Rollback agent: answers Alertmanager webhooks by rolling a host back."""
+
+__version__ = "0.1.0"
