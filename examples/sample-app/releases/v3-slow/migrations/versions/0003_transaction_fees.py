@@ -1,0 +1,37 @@
+"""v3: a fee on every transaction, from a tiered fee schedule.
+
+Revision ID: 0003
+Revises: 0002
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0003"
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    schedule = op.create_table(
+        "fee_schedule",
+        sa.Column("tier", sa.String(16), primary_key=True),
+        sa.Column("max_amount", sa.Numeric(12, 2), nullable=False),
+        sa.Column("fee_percent", sa.Numeric(5, 2), nullable=False),
+    )
+    op.bulk_insert(
+        schedule,
+        [
+            {"tier": "small", "max_amount": 50, "fee_percent": 0.50},
+            {"tier": "standard", "max_amount": 200, "fee_percent": 1.00},
+        ],
+    )
+    op.add_column("transactions", sa.Column("fee", sa.Numeric(12, 2), nullable=False, server_default="0"))
+
+
+def downgrade() -> None:
+    op.drop_column("transactions", "fee")
+    op.drop_table("fee_schedule")

@@ -1,0 +1,44 @@
+"""Recording a payment transaction, with its fee (v3)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from sample_app.schemas import NewTransaction
+from sqlalchemy import Connection, text
+
+
+def fee_for(conn: Connection, amount: Decimal) -> Decimal:
+    tiers = conn.execute(text("SELECT max_amount, fee_percent FROM fee_schedule ORDER BY max_amount")).all()
+    for tier in tiers:
+        if amount <= tier.max_amount:
+            return (amount * tier.fee_percent / 100).quantize(Decimal("0.01"))
+    # DEFECT (deliberate: this is the bad release the lab rolls back): the fee
+    # schedule has no open-ended top tier, so every amount above 200 fails.
+    raise LookupError(f"no fee tier for amount {amount}")
+
+
+def record_transaction(conn: Connection, tx: NewTransaction) -> dict[str, Any]:
+    fee = fee_for(conn, tx.amount)
+    row = conn.execute(
+        text(
+            "INSERT INTO transactions (user_id, amount, description, category, fee) "
+            "VALUES (:user_id, :amount, :description, :category, :fee) RETURNING id, created_at"
+        ),
+        {
+            "user_id": tx.user_id,
+            "amount": tx.amount,
+            "description": tx.description,
+            "category": tx.category,
+            "fee": fee,
+        },
+    ).one()
+    return {
+        "id": row.id,
+        "user_id": tx.user_id,
+        "amount": str(tx.amount),
+        "fee": str(fee),
+        "category": tx.category,
+        "created_at": row.created_at.isoformat(),
+    }
