@@ -1,0 +1,430 @@
+"""The ``rollback-agent`` command.
+
+Exit codes: 0 done (or nothing to do), 1 the operation failed, 2 usage or configuration error,
+3 refused (bad release without --force, rollback blocked), 4 deployed but unhealthy,
+5 busy (another deploy or rollback holds the lock). ``--json`` prints one JSON object on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rollback_agent import __version__
+from rollback_agent.config import CONFIG_ENV, DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
+from rollback_agent.durations import format_duration
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED, EXIT_UNHEALTHY, EXIT_BUSY = 0, 1, 2, 3, 4, 5
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _when(stamp: float | None) -> str:
+    if not stamp:
+        return "-"
+    return (
+        time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp))
+        + f" ({format_duration(time.time() - stamp)} ago)"
+    )
+
+
+def _short(sha: str | None) -> str:
+    return sha[:10] if sha else "-"
+
+
+def _emit(args: argparse.Namespace, data: dict[str, Any], human: Callable[[], None]) -> None:
+    if args.json:
+        print(json.dumps(data, indent=2, default=str))
+    else:
+        human()
+
+
+def _progress(args: argparse.Namespace) -> Callable[[str], None]:
+    stream = sys.stderr if args.json else sys.stdout
+
+    def echo(text: str) -> None:
+        print(text, file=stream, flush=True)
+
+    return echo
+
+
+def _load(args: argparse.Namespace) -> Config:
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        raise CliError(exc.render(), EXIT_USAGE) from None
+    _refuse_wrong_user(config)
+    return config
+
+
+def _refuse_wrong_user(config: Config) -> None:
+    """Running as root would leave root-owned state files the agent's own user cannot write."""
+    if os.geteuid() != 0:
+        return
+    try:
+        owner = config.state_dir.stat().st_uid
+    except OSError:
+        return
+    if owner != 0:
+        import pwd
+
+        try:
+            name = pwd.getpwuid(owner).pw_name
+        except KeyError:
+            name = str(owner)
+        raise CliError(
+            f"run this as the agent's user, not root: sudo -u {name} rollback-agent ... "
+            f"({config.state_dir} belongs to {name})",
+            EXIT_USAGE,
+        )
+
+
+def _agent(config: Config) -> Any:
+    from rollback_agent.service import Agent
+
+    try:
+        return Agent(config)
+    except ConfigError as exc:
+        raise CliError(exc.render(), EXIT_USAGE) from None
+
+
+# --- commands ---------------------------------------------------------------------------------------
+def cmd_serve(args: argparse.Namespace) -> int:
+    config = _load(args)
+    _agent(config)  # secrets readable, state usable: fail here with a clear message, not in a worker
+    os.environ[CONFIG_ENV] = str(config.source)
+    argv = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "-c",
+        "python:rollback_agent.gunicorn_conf",
+        "rollback_agent.wsgi:app",
+    ]
+    os.execv(sys.executable, argv)  # noqa: S606 - replaces this process with gunicorn
+    return EXIT_FAILED  # not reached
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = _load(args)
+    agent = _agent(config)
+    checks = agent.checks()
+    ok = all(c["ok"] for c in checks)
+    data = {
+        "ok": ok,
+        "config": config.source,
+        "host": config.host,
+        "mode": config.mode,
+        "triggers": sorted(n for n, t in config.triggers.items() if t.auto_rollback),
+        "checks": checks,
+    }
+
+    def human() -> None:
+        for c in checks:
+            print(f"{'ok ' if c['ok'] else 'ERR'} {c['name']}: {c['detail']}")
+        print(
+            f"{'configuration OK' if ok else 'problems found'}: {config.source} "
+            f"(host {config.host}, {config.mode}, {len(data['triggers'])} triggers)"
+        )
+
+    _emit(args, data, human)
+    return EXIT_OK if ok else EXIT_USAGE
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    agent = _agent(_load(args))
+    data = agent.status(history=5)
+
+    def human() -> None:
+        a, d = data["agent"], data["deployment"]
+        print(f"rollback-agent {a['version']} on {a['host']} ({a['mode']})")
+        if d.get("error"):
+            print(f"deployment: ERROR {d['error']}")
+        else:
+            print(f"deployed:   {_short(d.get('sha'))} {d.get('subject') or ''}".rstrip())
+            print(
+                f"  ref {d['ref']} in {d['repo']}; since {_when(d.get('deployed_at'))}; "
+                f"alembic {d.get('alembic_revision') or '-'}" + ("; MARKED BAD" if d.get("bad") else "")
+            )
+            if d.get("warning"):
+                print(f"  warning: {d['warning']}")
+        running = data["in_progress"]
+        if running:
+            if running.get("kind") == "rollback":
+                print(
+                    f"in progress: rollback {running['incident_id']} phase {running['phase']} "
+                    f"{running['progress']}% (pid {running['runner_pid']})"
+                )
+            else:
+                print(
+                    f"in progress: {running.get('kind')} {running.get('id') or ''} (pid {running.get('pid')})"
+                )
+        else:
+            print("in progress: nothing")
+        print(f"triggers:   {', '.join(data['monitored_triggers'])}")
+        _print_history(data["history"])
+
+    _emit(args, data, human)
+    return EXIT_OK
+
+
+def _print_history(items: list[dict[str, Any]]) -> None:
+    if not items:
+        print("history:    no incidents")
+        return
+    print("history:")
+    for inc in items:
+        what = inc.get("alert_name") or inc.get("trigger_id") or "-"
+        line = (
+            f"  {inc['incident_id']}  {inc['status']:<11} {what:<28} {_short(inc.get('from_sha'))} -> "
+            f"{_short(inc.get('to_sha'))}  {format_duration(inc.get('duration'))}"
+        )
+        print(line)
+        if inc.get("error"):
+            print(f"      {inc.get('failed_step')}: {inc['error'].splitlines()[0][:200]}")
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    agent = _agent(_load(args))
+    agent.recover()
+    incidents = agent.status(history=args.limit)["history"]
+    deploys = [d.as_dict() for d in agent.store.deploys(args.limit)]
+    data = {"incidents": incidents, "deploys": deploys}
+
+    def human() -> None:
+        _print_history(incidents)
+        print("deploys:")
+        for d in deploys:
+            print(
+                f"  {_when(d['deployed_at'] or d['started_at'])}  {d['kind']:<8} {_short(d['sha'])} "
+                f"{d['ref'] or '':<12} {d['outcome']:<10} alembic {d['revision'] or '-'}"
+            )
+
+    _emit(args, data, human)
+    return EXIT_OK
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from rollback_agent.deployer import Deployer
+
+    agent = _agent(_load(args))
+    result = Deployer(agent, echo=_progress(args)).deploy(args.ref, force=args.force)
+    agent.notifier.flush(timeout=10.0)
+    data = result.as_dict()
+
+    def human() -> None:
+        line = f"{result.result}: {args.ref} ({_short(result.sha)})"
+        if result.result == "unchanged":
+            line += " is deployed already"
+        elif result.result in ("deployed", "unhealthy"):
+            line += f", was {_short(result.previous_sha)}, alembic {result.revision or '-'}"
+        print(line + f" in {format_duration(result.duration)}")
+        if result.error:
+            print(f"error ({result.failed_step}): {result.error}", file=sys.stderr)
+
+    _emit(args, data, human)
+    return result.exit_code
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from rollback_agent.engine import RollbackRun, create_manual_incident
+    from rollback_agent.locking import LockBusyError
+
+    agent = _agent(_load(args))
+    plan = agent.plan(manual=True, to=args.to)
+    blocked = plan.blocked_by
+    base = {"plan": plan.as_dict(), "dry_run": args.dry_run}
+    if args.dry_run or blocked is not None:
+        data = {
+            **base,
+            "result": "blocked" if blocked else "dry_run",
+            "reason": f"{blocked.name}: {blocked.detail}" if blocked else "nothing executed",
+        }
+
+        def human() -> None:
+            _print_plan(plan)
+            print(f"{data['result']}: {data['reason']}")
+
+        _emit(args, data, human)
+        return EXIT_REFUSED if blocked else EXIT_OK
+    try:
+        lock = agent.lock().acquire("rollback", "cli")
+    except LockBusyError as exc:
+        busy = str(exc)
+        _emit(
+            args, {**base, "result": "busy", "reason": busy}, lambda: print(f"busy: {busy}", file=sys.stderr)
+        )
+        return EXIT_BUSY
+    try:
+        agent.recover(lock)
+        plan = agent.plan(manual=True, to=args.to)
+        if plan.blocked_by is not None:
+            raise CliError(f"blocked: {plan.blocked_by.name}: {plan.blocked_by.detail}", EXIT_REFUSED)
+        echo = _progress(args)
+        _print_plan(plan, echo)
+        incident_id = create_manual_incident(agent, reason=args.reason, to=args.to, plan=plan)
+        lock.describe("rollback", incident_id)
+        run = RollbackRun(agent, incident_id, echo=echo)
+        run.install_signal_handlers()
+        result = run.run()
+    finally:
+        lock.release()
+    agent.notifier.flush(timeout=30.0)
+    incident = agent.store.incident(incident_id) or {}
+    from rollback_agent.engine import describe_incident
+
+    data = {**base, "result": result, **describe_incident(incident)}
+    _emit(
+        args,
+        data,
+        lambda: print(
+            f"{incident_id}: {result}"
+            + (f" ({incident.get('failed_step')}: {incident.get('error')})" if incident.get("error") else "")
+        ),
+    )
+    return EXIT_OK if result == "success" else EXIT_FAILED
+
+
+def _print_plan(plan: Any, echo: Callable[[str], None] = print) -> None:
+    echo(
+        f"plan: {_short(plan.from_sha)} (alembic {plan.from_revision or '?'}) -> {_short(plan.to_sha)} "
+        f"(alembic {plan.to_revision or '-'}, {plan.to_revision_source or '-'}); "
+        f"units {', '.join(plan.units)}"
+    )
+    for g in plan.guards:
+        mark = "ok " if g.ok else ("NO " if g.enforced else "(!)")
+        echo(f"  {mark} {g.name}: {g.detail}" + ("" if g.enforced or g.ok else " [not enforced by hand]"))
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    agent = _agent(_load(args))
+    labels = {}
+    for item in args.label:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CliError(f"--label wants KEY=VALUE, got {item!r}")
+        labels[key] = value
+    data = agent.simulate(args.alertname, labels)
+
+    def human() -> None:
+        print(f"{args.alertname}: would be {data['would']}: {data['reason']}")
+        if data["trigger"]:
+            t = data["trigger"]
+            print(
+                f"  trigger {t['trigger']} (confidence {t['confidence']}, "
+                f"auto_rollback {t['auto_rollback']}):"
+                f" {t['reason']}"
+            )
+        from rollback_agent.planner import Guard, Plan
+
+        p = data["plan"]
+        plan = Plan(**{k: v for k, v in p.items() if k not in ("guards", "blocked_by")})
+        plan.guards = [Guard(**g) for g in p["guards"]]
+        _print_plan(plan)
+        for c in data["checks"]:
+            if not c["ok"]:
+                print(f"  ERR {c['name']}: {c['detail']}")
+        print("nothing was executed")
+
+    _emit(args, data, human)
+    return EXIT_OK if data["config_ok"] else EXIT_USAGE
+
+
+# --- parser -----------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config",
+        "-c",
+        default=argparse.SUPPRESS,
+        metavar="PATH",
+        help=f"configuration file (default: ${CONFIG_ENV}, then {DEFAULT_CONFIG_PATH})",
+    )
+    common.add_argument(
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="print one JSON object on stdout (progress goes to stderr)",
+    )
+    common.add_argument("--verbose", "-v", action="store_true", default=argparse.SUPPRESS, help="log more")
+
+    parser = argparse.ArgumentParser(
+        prog="rollback-agent",
+        parents=[common],
+        description="Rolls a host's deployment back when Alertmanager says so; deploys releases.",
+        epilog="Exit codes: 0 ok, 1 failed, 2 usage/config error, 3 refused, 4 deployed but unhealthy, "
+        "5 busy.",
+    )
+    parser.add_argument("--version", action="version", version=f"rollback-agent {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser(
+        "serve", parents=[common], help="run the HTTP agent (gunicorn with the packaged settings)"
+    ).set_defaults(func=cmd_serve)
+    sub.add_parser(
+        "check-config", parents=[common], help="validate the configuration and the host"
+    ).set_defaults(func=cmd_check_config)
+    sub.add_parser(
+        "status", parents=[common], help="current release, rollback in progress, recent incidents"
+    ).set_defaults(func=cmd_status)
+    p = sub.add_parser("history", parents=[common], help="incidents and the deploy ledger")
+    p.add_argument("--limit", type=int, default=20)
+    p.set_defaults(func=cmd_history)
+    p = sub.add_parser("deploy", parents=[common], help="deploy a release (sha, tag or branch)")
+    p.add_argument("ref", metavar="REF")
+    p.add_argument(
+        "--force", action="store_true", help="deploy a release marked bad, or redeploy the same one"
+    )
+    p.set_defaults(func=cmd_deploy)
+    p = sub.add_parser("rollback", parents=[common], help="roll back now (same engine as the webhook)")
+    p.add_argument("--to", metavar="SHA", help="release to go back to (default: the last healthy one)")
+    p.add_argument("--dry-run", action="store_true", help="show the plan, execute nothing")
+    p.add_argument("--reason", default="manual rollback", metavar="TEXT", help="recorded and notified")
+    p.set_defaults(func=cmd_rollback)
+    p = sub.add_parser(
+        "test", parents=[common], help="what a firing ALERTNAME would do now (executes nothing)"
+    )
+    p.add_argument("alertname", metavar="ALERTNAME")
+    p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE", help="extra alert label")
+    p.set_defaults(func=cmd_test)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for name, default in (("config", None), ("json", False), ("verbose", False)):
+        if not hasattr(args, name):
+            setattr(args, name, default)
+    if args.config is not None:
+        args.config = str(Path(args.config))
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        stream=sys.stderr,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    os.umask(0o027)
+    try:
+        return int(args.func(args))
+    except CliError as exc:
+        if args.json:
+            print(json.dumps({"result": "error", "error": str(exc), "exit_code": exc.code}))
+        print(f"rollback-agent: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,355 @@
+"""The agent's YAML configuration, validated with pydantic.
+
+Every error names the key at fault (``guards.cooldown: invalid duration 'soon' ...``,
+``unknown key 'guard'``, ``missing required key 'deployment.repo'``) so that a bad file stops the
+agent with a message an operator can act on.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from rollback_agent.durations import parse_duration
+from rollback_agent.triggers import DEFAULT_TRIGGERS
+
+DEFAULT_CONFIG_PATH = "/etc/rollback-agent/config.yml"
+CONFIG_ENV = "ROLLBACK_AGENT_CONFIG"
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+NonEmptyStr = Annotated[str, Field(min_length=1)]
+Command = Annotated[list[NonEmptyStr], Field(min_length=1)]
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; ``problems`` lists one message per key."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__(f"{source}: " + "; ".join(problems))
+
+    def render(self) -> str:
+        lines = [f"configuration {self.source} is invalid:"]
+        lines += [f"  - {p}" for p in self.problems]
+        return "\n".join(lines)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _absolute(value: Path) -> Path:
+    if not value.is_absolute():
+        raise ValueError(f"must be an absolute path, got {str(value)!r}")
+    return value
+
+
+class AuthConfig(_Section):
+    username: NonEmptyStr = "alertmanager"
+    password_file: Path | None = None
+    password_env: NonEmptyStr | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> AuthConfig:
+        if (self.password_file is None) == (self.password_env is None):
+            raise ValueError("set exactly one of password_file or password_env (the webhook secret)")
+        if self.password_file is not None:
+            _absolute(self.password_file)
+        return self
+
+
+class DeploymentConfig(_Section):
+    repo: Path
+    ref: NonEmptyStr = "refs/heads/deployed"
+    remote: NonEmptyStr | None = None
+    timeout: Duration = 900.0
+
+    @field_validator("repo")
+    @classmethod
+    def _repo_abs(cls, v: Path) -> Path:
+        return _absolute(v)
+
+    @field_validator("ref")
+    @classmethod
+    def _full_ref(cls, v: str) -> str:
+        if not v.startswith("refs/") or v.endswith("/") or ".." in v or " " in v:
+            raise ValueError(f"must be a full git ref such as refs/heads/deployed, got {v!r}")
+        return v
+
+
+class MigrationsConfig(_Section):
+    command: Command
+    environment_file: Path | None = None
+
+    @field_validator("environment_file")
+    @classmethod
+    def _env_abs(cls, v: Path | None) -> Path | None:
+        return None if v is None else _absolute(v)
+
+    def config_file(self) -> str:
+        """The alembic ini file named by the command (``-c``/``--config``), default ``alembic.ini``."""
+        args = self.command
+        for i, arg in enumerate(args):
+            if arg in ("-c", "--config") and i + 1 < len(args):
+                return args[i + 1]
+            if arg.startswith("--config="):
+                return arg.split("=", 1)[1]
+        return "alembic.ini"
+
+
+class ServicesConfig(_Section):
+    units: Annotated[list[NonEmptyStr], Field(min_length=1)]
+    restart_command: Command = ["systemctl", "restart"]
+    status_command: Command = ["systemctl", "is-active", "--quiet"]
+    start_timeout: Duration = 60.0
+
+
+class HealthConfig(_Section):
+    url: NonEmptyStr
+    timeout: Duration = 60.0
+    interval: Duration = 1.0
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, v: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", v):
+            raise ValueError(f"must be an http:// or https:// URL, got {v!r}")
+        return v
+
+
+class ScopeConfig(_Section):
+    match_labels: dict[NonEmptyStr, str] = {}
+    match_re: dict[NonEmptyStr, str] = {}
+
+    @field_validator("match_re")
+    @classmethod
+    def _regexes(cls, v: dict[str, str]) -> dict[str, str]:
+        for label, pattern in v.items():
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"label {label!r}: invalid regular expression {pattern!r}: {exc}") from None
+        return v
+
+    def mismatch(self, labels: dict[str, str]) -> str | None:
+        """Why ``labels`` are out of scope, or None when they match."""
+        for key, want in self.match_labels.items():
+            got = labels.get(key)
+            if got != want:
+                return f"label {key}={got!r} does not match scope {key}={want!r}"
+        for key, pattern in self.match_re.items():
+            got = labels.get(key)
+            if got is None or not re.fullmatch(pattern, got):
+                return f"label {key}={got!r} does not match scope {key}=~{pattern!r}"
+        return None
+
+
+class TriggerConfig(_Section):
+    trigger: NonEmptyStr
+    reason: NonEmptyStr
+    auto_rollback: bool = True
+    confidence: Literal["high", "medium"] = "high"
+
+
+class GuardsConfig(_Section):
+    rollback_window: Duration = 7200.0
+    cooldown: Duration = 900.0
+    max_rollbacks_per_day: Annotated[int, Field(ge=1)] = 3
+    timeout: Duration = 600.0
+
+
+class SlackConfig(_Section):
+    webhook_url_file: Path | None = None
+    webhook_url_env: NonEmptyStr | None = None
+    channel: NonEmptyStr | None = None
+    username: NonEmptyStr = "rollback-agent"
+    timeout: Duration = 10.0
+    max_attempts: Annotated[int, Field(ge=1, le=20)] = 5
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SlackConfig:
+        if (self.webhook_url_file is None) == (self.webhook_url_env is None):
+            raise ValueError("set exactly one of webhook_url_file or webhook_url_env")
+        if self.webhook_url_file is not None:
+            _absolute(self.webhook_url_file)
+        return self
+
+
+class NotifyConfig(_Section):
+    slack: SlackConfig | None = None
+
+
+class ServerConfig(_Section):
+    bind: NonEmptyStr = "0.0.0.0:9095"
+    workers: Annotated[int, Field(ge=1, le=64)] = 2
+    timeout: Annotated[int, Field(ge=5)] = 30
+    access_log: bool = True
+    certfile: Path | None = None
+    keyfile: Path | None = None
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ServerConfig:
+        if (self.certfile is None) != (self.keyfile is None):
+            raise ValueError("certfile and keyfile go together (set both for TLS, or neither)")
+        return self
+
+
+class RetentionConfig(_Section):
+    webhooks: Annotated[int, Field(ge=10)] = 5000
+    incidents: Annotated[int, Field(ge=10)] = 1000
+    deploys: Annotated[int, Field(ge=10)] = 1000
+
+
+class Config(_Section):
+    host: NonEmptyStr = Field(default_factory=socket.gethostname)
+    state_dir: Path = Path("/var/lib/rollback-agent")
+    auth: AuthConfig
+    deployment: DeploymentConfig
+    migrations: MigrationsConfig | None = None
+    services: ServicesConfig
+    health: HealthConfig | None = None
+    scope: ScopeConfig = ScopeConfig()
+    triggers: Annotated[dict[NonEmptyStr, TriggerConfig], Field(validate_default=True)] = {}
+    guards: GuardsConfig = GuardsConfig()
+    notify: NotifyConfig = NotifyConfig()
+    dry_run: bool = False
+    server: ServerConfig = ServerConfig()
+    retention: RetentionConfig = RetentionConfig()
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    # Where the configuration was read from (the background runner re-reads the same file).
+    source: str | None = Field(default=None, exclude=True)
+
+    @field_validator("state_dir")
+    @classmethod
+    def _state_abs(cls, v: Path) -> Path:
+        return _absolute(v)
+
+    @field_validator("triggers", mode="before")
+    @classmethod
+    def _merge_defaults(cls, v: Any) -> Any:
+        # The seven triggers of SPEC.md always exist; entries here add to them or replace one
+        # (set auto_rollback: false to switch a default off).
+        if v is None:
+            v = {}
+        if not isinstance(v, dict):
+            return v
+        merged: dict[str, Any] = {name: dict(entry) for name, entry in DEFAULT_TRIGGERS.items()}
+        merged.update(v)
+        return merged
+
+    @property
+    def db_path(self) -> Path:
+        return self.state_dir / "state.db"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.state_dir / "rollback.lock"
+
+    @property
+    def mode(self) -> str:
+        return "dry_run" if self.dry_run else "live"
+
+    def secret_env_names(self) -> list[str]:
+        """Environment variables that hold secrets: never passed on to the commands we run."""
+        names = [self.auth.password_env] if self.auth.password_env else []
+        if self.notify.slack and self.notify.slack.webhook_url_env:
+            names.append(self.notify.slack.webhook_url_env)
+        return names
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        elif item in ("function-after", "function-before") or str(item).startswith("function-"):
+            continue
+        else:
+            parts.append(("." if parts else "") + str(item))
+    return "".join(parts)
+
+
+def _describe(err: dict[str, Any]) -> str:
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p and "function" in p))
+    where = _location(loc)
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        parent, _, key = where.rpartition(".")
+        return f"unknown key '{key}'" + (f" in '{parent}'" if parent else "") + _suggest(key)
+    if kind == "missing":
+        return f"missing required key '{where}'"
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    value = err.get("input")
+    shown = ""
+    if not isinstance(value, (dict, list)) and value is not None and repr(value) not in msg:
+        shown = f" (got {repr(value)[:80]})"
+    if not where:
+        return msg
+    return f"{where}: {msg}{shown}"
+
+
+_KNOWN_KEYS = {
+    *Config.model_fields,
+    *AuthConfig.model_fields,
+    *DeploymentConfig.model_fields,
+    *MigrationsConfig.model_fields,
+    *ServicesConfig.model_fields,
+    *HealthConfig.model_fields,
+    *ScopeConfig.model_fields,
+    *TriggerConfig.model_fields,
+    *GuardsConfig.model_fields,
+    *SlackConfig.model_fields,
+    *ServerConfig.model_fields,
+    *RetentionConfig.model_fields,
+}
+
+
+def _suggest(key: str) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(key, sorted(_KNOWN_KEYS - {"source"}), n=1, cutoff=0.75)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def parse_config(data: Any, source: str = "<config>") -> Config:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(source, [f"the top level must be a mapping of keys, got {type(data).__name__}"])
+    if "source" in data:
+        raise ConfigError(source, ["unknown key 'source'"])
+    try:
+        return Config.model_validate({**data, "source": source})
+    except ValidationError as exc:
+        problems = [_describe(e) for e in exc.errors(include_url=False)]
+        raise ConfigError(source, sorted(dict.fromkeys(problems))) from None
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Read and validate the YAML file at ``path`` (default: $ROLLBACK_AGENT_CONFIG, then /etc)."""
+    chosen = str(path or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH)
+    try:
+        text = Path(chosen).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(chosen, [f"cannot read the file: {exc.strerror or exc}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(chosen, [f"not valid YAML: {exc}"]) from None
+    return parse_config(data, source=str(Path(chosen).resolve()))

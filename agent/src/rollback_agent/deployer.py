@@ -1,0 +1,219 @@
+"""``rollback-agent deploy REF``: how releases get onto a host, recorded in the ledger.
+
+Check the release out, ``alembic upgrade head``, restart the units, check health, move the
+deployment ref, record (sha, ref, revision, time, outcome). A failure before the restart puts
+the previous code back; nothing is left half done.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from rollback_agent import metrics
+from rollback_agent.gitops import GitError
+from rollback_agent.locking import LockBusyError
+from rollback_agent.migrations import BASE, MigrationError, release_revision
+from rollback_agent.notify import short
+from rollback_agent.service import Agent
+from rollback_agent.services import Deadline, StepError, restart_units, verify
+
+log = logging.getLogger(__name__)
+
+# Exit codes of `rollback-agent deploy` (documented in README.md).
+EXIT = {"deployed": 0, "unchanged": 0, "failed": 1, "refused": 3, "unhealthy": 4, "busy": 5}
+
+
+@dataclass
+class DeployResult:
+    result: str  # deployed | unchanged | failed | refused | unhealthy | busy
+    ref: str
+    sha: str | None = None
+    previous_sha: str | None = None
+    revision: str | None = None
+    changed: bool = False
+    duration: float = 0.0
+    error: str | None = None
+    failed_step: str | None = None
+    steps: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT[self.result]
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["exit_code"] = self.exit_code
+        return data
+
+
+class Deployer:
+    def __init__(self, agent: Agent, echo: Callable[[str], None] | None = None) -> None:
+        self.agent = agent
+        self.config = agent.config
+        self.echo = echo
+
+    def _step(self, out: DeployResult, name: str, ok: bool, detail: str, started: float) -> None:
+        out.steps.append(
+            {"step": name, "ok": ok, "detail": detail, "seconds": round(time.monotonic() - started, 3)}
+        )
+        if self.echo is not None:
+            self.echo(f"{'ok ' if ok else 'ERR'} {name}: {detail}")
+
+    def deploy(self, ref: str, *, force: bool = False) -> DeployResult:
+        started = time.monotonic()
+        out = DeployResult(result="failed", ref=ref)
+        try:
+            lock = self.agent.lock().acquire("deploy", ref)
+        except LockBusyError as exc:
+            out.result, out.error = "busy", f"cannot deploy now: {exc}"
+            return out
+        try:
+            self.agent.recover(lock)
+            self._deploy(out, ref, force, lock_started=started)
+        finally:
+            lock.release()
+            out.duration = round(time.monotonic() - started, 3)
+        if out.result in ("deployed", "unhealthy", "failed"):
+            metrics.DEPLOYS.labels(outcome={"deployed": "healthy"}.get(out.result, out.result)).inc()
+        log.info("deploy %s: %s%s", ref, out.result, f" ({out.error})" if out.error else "")
+        return out
+
+    def _deploy(self, out: DeployResult, ref: str, force: bool, lock_started: float) -> None:
+        agent, store, deployment = self.agent, self.agent.store, self.agent.deployment
+        deadline = Deadline.after(self.config.deployment.timeout)
+        t = time.monotonic()
+        try:
+            sha = deployment.resolve(ref, fetch=True, timeout=deadline.cap(120.0))
+        except GitError as exc:
+            out.result, out.error, out.failed_step = "failed", str(exc), "resolve"
+            self._step(out, "resolve", False, str(exc), t)
+            return
+        out.sha = sha
+        current = deployment.current_sha()
+        out.previous_sha = current
+        self._step(out, "resolve", True, f"{ref} is {short(sha)}", t)
+
+        bad = store.bad_release(sha)
+        if bad is not None and not force:
+            out.result, out.failed_step = "refused", "bad_release"
+            out.error = f"{short(sha)} is marked bad ({bad.get('reason')}); deploy it anyway with --force"
+            self._step(out, "bad_release", False, out.error, time.monotonic())
+            return
+        latest = store.latest_deploy_of(sha) if sha == current else None
+        if (
+            not force
+            and sha == current
+            and deployment.head_sha() == sha
+            and latest is not None
+            and latest.outcome == "healthy"
+        ):
+            out.result, out.revision = "unchanged", latest.revision
+            self._step(
+                out, "compare", True, f"{short(sha)} is deployed already and was healthy", time.monotonic()
+            )
+            return
+        t = time.monotonic()
+        dirty = deployment.dirty_files()
+        if dirty:
+            out.result, out.failed_step = "failed", "preflight"
+            out.error = (
+                "the working tree has local changes (" + ", ".join(dirty[:5]) + "); commit or discard them"
+            )
+            self._step(out, "preflight", False, out.error, t)
+            return
+        previous_head = deployment.head_sha()
+        ledger = store.start_deploy(kind="deploy", sha=sha, ref=ref, previous_sha=current)
+        revision: str | None = None
+        try:
+            t = time.monotonic()
+            deployment.checkout(sha, deadline.remaining())
+            out.changed = True
+            self._step(out, "checkout", True, f"checked out {short(sha)}", t)
+            if agent.migrations is not None:
+                t = time.monotonic()
+                result = agent.migrations.upgrade_head(deadline.remaining())
+                if not result.ok:
+                    raise StepError(
+                        "migrate",
+                        f"alembic upgrade head failed: {result.excerpt()}",
+                        timed_out=result.timed_out,
+                    )
+                revision = self._revision_after_upgrade(sha, deadline)
+                self._step(out, "migrate", True, f"alembic upgrade head -> {revision}", t)
+        except (GitError, StepError, MigrationError) as exc:
+            step = (
+                exc.step
+                if isinstance(exc, StepError)
+                else ("checkout" if isinstance(exc, GitError) else "migrate")
+            )
+            message = agent.redact(exc.message if isinstance(exc, StepError) else str(exc))
+            self._step(out, step, False, message, t)
+            self._restore_code(out, previous_head)
+            store.finish_deploy(
+                ledger, outcome="failed", revision=None, deployed=False, detail=f"{step}: {message}"
+            )
+            out.result, out.failed_step, out.error = "failed", step, message
+            return
+        out.revision = revision
+
+        # From here on the new code is live: the ref follows it whatever the health check says.
+        outcome, error, failed_step = "healthy", None, None
+        try:
+            t = time.monotonic()
+            units = restart_units(self.config, deadline, step="restart")
+            self._step(out, "restart", True, "restarted " + ", ".join(units), t)
+            t = time.monotonic()
+            checks = verify(self.config, deadline, step="verify")
+            self._step(out, "verify", True, ", ".join(f"{k} {v}" for k, v in checks.items()), t)
+        except StepError as exc:
+            outcome, error, failed_step = "unhealthy", agent.redact(exc.message), exc.step
+            self._step(out, exc.step, False, error, t)
+        t = time.monotonic()
+        try:
+            deployment.move_ref(sha, current, f"rollback-agent: deploy {ref}")
+            self._step(out, "ref", True, f"{self.config.deployment.ref} -> {short(sha)}", t)
+            if deployment.remote:
+                try:
+                    deployment.push_ref(sha, deadline.cap(60.0))
+                    self._step(out, "push", True, f"pushed to {deployment.remote}", t)
+                except GitError as exc:
+                    self._step(out, "push", False, f"WARNING: {agent.redact(str(exc))}", t)
+        except GitError as exc:
+            outcome, error, failed_step = "unhealthy", str(exc), "ref"
+            self._step(out, "ref", False, str(exc), t)
+        store.finish_deploy(ledger, outcome=outcome, revision=revision, deployed=True, detail=error or "")
+        if outcome == "healthy" and force and store.bad_release(sha) is not None:
+            store.unmark_bad(sha)
+            self._step(
+                out,
+                "bad_release",
+                True,
+                f"{short(sha)} deployed with --force and healthy: no longer marked bad",
+                time.monotonic(),
+            )
+        out.result = "deployed" if outcome == "healthy" else "unhealthy"
+        out.error, out.failed_step = error, failed_step
+
+    def _revision_after_upgrade(self, sha: str, deadline: Deadline) -> str:
+        """After ``upgrade head`` the database is at the release's head; ask alembic only if unsure."""
+        assert self.agent.migrations is not None and self.config.migrations is not None
+        try:
+            return release_revision(self.agent.deployment, sha, self.config.migrations.config_file())
+        except (MigrationError, GitError):
+            current = self.agent.migrations.current(deadline.cap(120.0))
+            return current or BASE
+
+    def _restore_code(self, out: DeployResult, previous_head: str | None) -> None:
+        if not out.changed or previous_head is None:
+            return
+        t = time.monotonic()
+        try:
+            self.agent.deployment.checkout(previous_head, 60.0)
+            out.changed = False
+            self._step(out, "restore", True, f"previous code {short(previous_head)} checked out again", t)
+        except GitError as exc:
+            self._step(out, "restore", False, f"could not check {short(previous_head)} out again: {exc}", t)

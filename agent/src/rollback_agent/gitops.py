@@ -1,0 +1,163 @@
+"""The application's git working tree and its deployment ref (GitPython)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import git
+
+log = logging.getLogger(__name__)
+
+
+class GitError(Exception):
+    """A git operation failed; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class CommitInfo:
+    sha: str
+    subject: str
+    committed_at: float
+
+
+def _short_error(exc: Exception) -> str:
+    if isinstance(exc, git.GitCommandError):
+        text = (exc.stderr or exc.stdout or str(exc)).strip()
+        text = text.removeprefix("stderr:").strip().strip("'").strip()
+        return text.splitlines()[-1] if text else f"git exited with {exc.status}"
+    return str(exc)
+
+
+class Deployment:
+    """The working tree at ``repo`` whose deployed release is named by ``ref``."""
+
+    def __init__(self, repo: Path, ref: str, remote: str | None = None) -> None:
+        self.path = repo
+        self.ref = ref
+        self.remote = remote
+        self._repo: git.Repo | None = None
+
+    @property
+    def repo(self) -> git.Repo:
+        if self._repo is None:
+            try:
+                self._repo = git.Repo(self.path)
+            except git.NoSuchPathError:
+                raise GitError(f"deployment.repo {self.path} does not exist") from None
+            except git.InvalidGitRepositoryError:
+                raise GitError(f"deployment.repo {self.path} is not a git working tree") from None
+            if self._repo.bare:
+                raise GitError(f"deployment.repo {self.path} is a bare repository (a working tree is needed)")
+        return self._repo
+
+    def close(self) -> None:
+        if self._repo is not None:
+            self._repo.close()
+            self._repo = None
+
+    # --- reading -------------------------------------------------------------------------------
+    def current_sha(self) -> str | None:
+        """The sha the deployment ref points at, or None when the ref does not exist yet."""
+        try:
+            return self.repo.git.rev_parse("--verify", "--quiet", f"{self.ref}^{{commit}}").strip() or None
+        except git.GitCommandError:
+            return None
+
+    def head_sha(self) -> str | None:
+        try:
+            return self.repo.head.commit.hexsha
+        except ValueError:
+            return None
+
+    def resolve(self, rev: str, fetch: bool = False, timeout: float = 60.0) -> str:
+        """Full sha of a commit named by ``rev`` (sha, tag, branch); fetches from the remote if asked."""
+        if not rev or rev.startswith("-"):
+            raise GitError(f"invalid revision {rev!r}")
+        try:
+            return self.repo.git.rev_parse("--verify", "--quiet", f"{rev}^{{commit}}").strip()
+        except git.GitCommandError:
+            pass
+        if fetch and self.remote:
+            self.fetch(timeout)
+            for candidate in (rev, f"{self.remote}/{rev}"):
+                try:
+                    return self.repo.git.rev_parse("--verify", "--quiet", f"{candidate}^{{commit}}").strip()
+                except git.GitCommandError:
+                    continue
+        raise GitError(f"{rev!r} is not a commit of {self.path}")
+
+    def commit_info(self, sha: str) -> CommitInfo | None:
+        try:
+            commit = self.repo.commit(sha)
+        except (ValueError, git.BadName, git.GitCommandError):
+            return None
+        subject = str(commit.message).strip().splitlines()[0] if commit.message else ""
+        return CommitInfo(commit.hexsha, subject, float(commit.committed_date))
+
+    def dirty_files(self) -> list[str]:
+        """Tracked files with local changes (untracked files are left alone by checkouts)."""
+        out = self.repo.git.status("--porcelain", "--untracked-files=no")
+        return [line[3:] for line in out.splitlines() if line.strip()]
+
+    def read_file(self, sha: str, path: str) -> bytes | None:
+        try:
+            blob = self.repo.commit(sha).tree / path
+        except (KeyError, ValueError):
+            return None
+        if blob.type != "blob":
+            return None
+        return bytes(blob.data_stream.read())
+
+    def list_files(self, sha: str, directory: str, suffix: str = "") -> dict[str, bytes]:
+        """Files directly under ``directory`` at ``sha`` (path -> content)."""
+        try:
+            tree = (
+                self.repo.commit(sha).tree / directory
+                if directory not in ("", ".")
+                else self.repo.commit(sha).tree
+            )
+        except (KeyError, ValueError):
+            return {}
+        if tree.type != "tree":
+            return {}
+        return {
+            blob.path: bytes(blob.data_stream.read()) for blob in tree.blobs if blob.name.endswith(suffix)
+        }
+
+    # --- changing --------------------------------------------------------------------------------
+    def checkout(self, sha: str, timeout: float) -> None:
+        """Check ``sha`` out (HEAD detached at it). Fails, changing nothing, on local modifications."""
+        try:
+            self.repo.git.checkout("--detach", "--quiet", sha, kill_after_timeout=max(timeout, 0.1))
+        except git.GitCommandError as exc:
+            raise GitError(f"git checkout {sha[:12]} failed: {_short_error(exc)}") from None
+
+    def move_ref(self, sha: str, old: str | None, message: str) -> None:
+        args = ["-m", message, self.ref, sha]
+        if old:
+            args.append(old)  # only move it if nobody else did in the meantime
+        try:
+            self.repo.git.update_ref(*args)
+        except git.GitCommandError as exc:
+            raise GitError(f"git update-ref {self.ref} failed: {_short_error(exc)}") from None
+
+    def fetch(self, timeout: float) -> None:
+        if not self.remote:
+            return
+        try:
+            self.repo.git.fetch("--quiet", "--tags", self.remote, kill_after_timeout=max(timeout, 0.1))
+        except git.GitCommandError as exc:
+            raise GitError(f"git fetch {self.remote} failed: {_short_error(exc)}") from None
+
+    def push_ref(self, sha: str, timeout: float) -> None:
+        """Publish the deployment ref to the GitOps remote (forced: rollbacks move it backwards)."""
+        if not self.remote:
+            return
+        try:
+            self.repo.git.push(
+                "--quiet", self.remote, f"+{sha}:{self.ref}", kill_after_timeout=max(timeout, 0.1)
+            )
+        except git.GitCommandError as exc:
+            raise GitError(f"git push {self.remote} {self.ref} failed: {_short_error(exc)}") from None

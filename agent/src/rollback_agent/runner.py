@@ -1,0 +1,64 @@
+"""The background rollback process: ``python -m rollback_agent.runner --config F --incident ID --lock-fd N``.
+
+Started by the gunicorn worker that accepted the webhook, with the operation lock's descriptor
+inherited. It does not depend on the worker: gunicorn can restart its workers meanwhile. If this
+process dies, the kernel drops the lock and the next agent start marks the incident interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from rollback_agent.config import ConfigError, load_config
+from rollback_agent.engine import RollbackRun
+from rollback_agent.locking import LockBusyError, adopt
+from rollback_agent.service import Agent
+from rollback_agent.state import FAILED
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="rollback-agent-runner", description=__doc__)
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--incident", required=True)
+    parser.add_argument("--lock-fd", type=int, required=True)
+    args = parser.parse_args(argv)
+    os.umask(0o027)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(exc.render(), file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        stream=sys.stderr,
+        format="%(levelname)s rollback-runner[%(process)d] %(name)s: %(message)s",
+    )
+    agent = Agent(config)
+    try:
+        lock = adopt(args.lock_fd, config.lock_path)
+    except LockBusyError as exc:
+        agent.store.finish_incident(
+            args.incident,
+            FAILED,
+            failed_step="initiated",
+            error=f"the rollback process did not get the operation lock ({exc})",
+        )
+        return 1
+    try:
+        lock.describe("rollback", args.incident)
+        agent.store.update_incident(args.incident, runner_pid=os.getpid())
+        run = RollbackRun(agent, args.incident)
+        run.install_signal_handlers()
+        result = run.run()
+    finally:
+        lock.release()
+    # The result is recorded and the lock is free; now give Slack some time (never the rollback).
+    agent.notifier.flush(timeout=60.0)
+    return 0 if result == "success" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

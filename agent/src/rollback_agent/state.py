@@ -1,0 +1,485 @@
+"""Persistent state in SQLite (WAL): webhooks and decisions, incidents with phases, the deploy ledger.
+
+Several processes use the file at once (gunicorn workers, the background rollback runner, the
+CLI); each operation opens its own short connection. Tables are pruned to the sizes set in
+``retention`` so the file stays bounded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rollback_agent.config import RetentionConfig
+
+SCHEMA_VERSION = 1
+
+# Incident statuses. The last four are the results of a rollback that ran.
+RUNNING = "running"
+BLOCKED = "blocked"
+DRY_RUN = "dry_run"
+SUCCESS = "success"
+FAILED = "failed"
+TIMED_OUT = "timed_out"
+INTERRUPTED = "interrupted"
+EXECUTED = (RUNNING, SUCCESS, FAILED, TIMED_OUT, INTERRUPTED)
+RESULTS = (SUCCESS, FAILED, TIMED_OUT, INTERRUPTED)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS webhooks (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    received_at REAL NOT NULL,
+    remote TEXT, receiver TEXT, group_key TEXT, alert_count INTEGER NOT NULL,
+    status TEXT NOT NULL, incident_id TEXT, reason TEXT, decisions TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS handled_alerts (
+    fingerprint TEXT NOT NULL, sha TEXT NOT NULL, incident_id TEXT, status TEXT NOT NULL,
+    decided_at REAL NOT NULL, PRIMARY KEY (fingerprint, sha)
+);
+CREATE INDEX IF NOT EXISTS handled_alerts_time ON handled_alerts (decided_at);
+CREATE TABLE IF NOT EXISTS incidents (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    source TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    alert_name TEXT, fingerprint TEXT, trigger_id TEXT, confidence TEXT, reason TEXT,
+    status TEXT NOT NULL, phase TEXT, progress INTEGER NOT NULL DEFAULT 0,
+    from_sha TEXT, to_sha TEXT, from_revision TEXT, to_revision TEXT,
+    started_at REAL, ended_at REAL, failed_step TEXT, error TEXT,
+    runner_pid INTEGER, detail TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS incidents_status ON incidents (status);
+CREATE TABLE IF NOT EXISTS phases (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    incident_id TEXT NOT NULL REFERENCES incidents (id) ON DELETE CASCADE,
+    name TEXT NOT NULL, progress INTEGER NOT NULL,
+    started_at REAL NOT NULL, ended_at REAL, status TEXT NOT NULL, detail TEXT
+);
+CREATE INDEX IF NOT EXISTS phases_incident ON phases (incident_id);
+CREATE TABLE IF NOT EXISTS deploys (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    sha TEXT NOT NULL, ref TEXT, revision TEXT,
+    started_at REAL NOT NULL, deployed_at REAL,
+    outcome TEXT NOT NULL, previous_sha TEXT, incident_id TEXT, detail TEXT
+);
+CREATE INDEX IF NOT EXISTS deploys_sha ON deploys (sha);
+CREATE TABLE IF NOT EXISTS bad_releases (
+    sha TEXT PRIMARY KEY, marked_at REAL NOT NULL, incident_id TEXT, reason TEXT
+);
+"""
+
+
+def _now() -> float:
+    return time.time()
+
+
+@dataclass(frozen=True)
+class DeployRecord:
+    id: int
+    kind: str
+    sha: str
+    ref: str | None
+    revision: str | None
+    started_at: float
+    deployed_at: float | None
+    outcome: str
+    previous_sha: str | None
+    incident_id: str | None
+    detail: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class Store:
+    def __init__(self, path: Path, retention: RetentionConfig | None = None) -> None:
+        self.path = path
+        self.retention = retention or RetentionConfig()
+        self._ready = False
+
+    # --- plumbing ---------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def connect(self) -> Iterator[sqlite3.Connection]:
+        if not self._ready:
+            self.initialize()
+        conn = sqlite3.connect(self.path, timeout=15.0, isolation_level=None)
+        try:
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            yield conn
+        finally:
+            conn.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        with self.connect() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def initialize(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+        old_umask = os.umask(0o027)
+        try:
+            conn = sqlite3.connect(self.path, timeout=15.0, isolation_level=None)
+        finally:
+            os.umask(old_umask)
+        try:
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise sqlite3.OperationalError(f"cannot switch {self.path} to WAL mode (got {mode})")
+            conn.executescript(_SCHEMA)
+            conn.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+            )
+            version = int(conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0])
+            if version > SCHEMA_VERSION:
+                raise sqlite3.OperationalError(
+                    f"{self.path} was written by a newer agent (schema {version} > {SCHEMA_VERSION})"
+                )
+        finally:
+            conn.close()
+        self._ready = True
+
+    def journal_mode(self) -> str:
+        with self.connect() as conn:
+            return str(conn.execute("PRAGMA journal_mode").fetchone()[0])
+
+    def counts(self) -> dict[str, int]:
+        with self.connect() as conn:
+            return {
+                table: int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # noqa: S608
+                for table in ("webhooks", "handled_alerts", "incidents", "phases", "deploys", "bad_releases")
+            }
+
+    # --- webhooks and decisions -----------------------------------------------------------------
+    def record_webhook(
+        self,
+        *,
+        remote: str | None,
+        receiver: str | None,
+        group_key: str | None,
+        alert_count: int,
+        status: str,
+        incident_id: str | None,
+        reason: str,
+        decisions: list[dict[str, Any]],
+    ) -> int:
+        blob = json.dumps(decisions)[:16384]
+        with self.transaction() as conn:
+            cur = conn.execute(
+                "INSERT INTO webhooks (received_at, remote, receiver, group_key, alert_count, status,"
+                " incident_id, reason, decisions) VALUES (?,?,?,?,?,?,?,?,?)",
+                (
+                    _now(),
+                    remote,
+                    receiver,
+                    (group_key or "")[:512],
+                    alert_count,
+                    status,
+                    incident_id,
+                    reason[:1024],
+                    blob,
+                ),
+            )
+            row_id = int(cur.lastrowid or 0)
+            keep = self.retention.webhooks
+            if row_id % 50 == 0 or row_id <= keep:
+                conn.execute("DELETE FROM webhooks WHERE id <= ?", (row_id - keep,))
+                conn.execute(
+                    "DELETE FROM handled_alerts WHERE rowid IN (SELECT rowid FROM handled_alerts"
+                    " ORDER BY decided_at DESC LIMIT -1 OFFSET ?)",
+                    (keep,),
+                )
+        return row_id
+
+    def recent_webhooks(self, limit: int = 20) -> list[dict[str, Any]]:
+        with self.connect() as conn:
+            rows = conn.execute("SELECT * FROM webhooks ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+        out = []
+        for row in rows:
+            item = dict(row)
+            item["decisions"] = json.loads(item["decisions"]) if item["decisions"].endswith("]") else []
+            out.append(item)
+        return out
+
+    def handled(self, fingerprint: str, sha: str) -> sqlite3.Row | None:
+        with self.connect() as conn:
+            return conn.execute(
+                "SELECT * FROM handled_alerts WHERE fingerprint=? AND sha=?", (fingerprint, sha)
+            ).fetchone()
+
+    @staticmethod
+    def mark_handled(
+        conn: sqlite3.Connection, fingerprints: list[str], sha: str, incident_id: str, status: str
+    ) -> None:
+        conn.executemany(
+            "INSERT OR IGNORE INTO handled_alerts (fingerprint, sha, incident_id, status, decided_at)"
+            " VALUES (?,?,?,?,?)",
+            [(fp, sha, incident_id, status, _now()) for fp in fingerprints],
+        )
+
+    # --- incidents --------------------------------------------------------------------------------
+    def create_incident(
+        self,
+        conn: sqlite3.Connection,
+        *,
+        incident_id: str,
+        source: str,
+        status: str,
+        alert_name: str | None,
+        fingerprint: str | None,
+        trigger_id: str | None,
+        confidence: str | None,
+        reason: str,
+        from_sha: str | None,
+        to_sha: str | None,
+        from_revision: str | None,
+        to_revision: str | None,
+        detail: dict[str, Any],
+    ) -> None:
+        now = _now()
+        ended = None if status == RUNNING else now
+        conn.execute(
+            "INSERT INTO incidents (id, source, created_at, alert_name, fingerprint, trigger_id, confidence,"
+            " reason, status, phase, progress, from_sha, to_sha, from_revision, to_revision, started_at,"
+            " ended_at, detail) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                incident_id,
+                source,
+                now,
+                alert_name,
+                fingerprint,
+                trigger_id,
+                confidence,
+                reason[:2000],
+                status,
+                "initiated" if status == RUNNING else None,
+                0,
+                from_sha,
+                to_sha,
+                from_revision,
+                to_revision,
+                now if status == RUNNING else None,
+                ended,
+                json.dumps(detail),
+            ),
+        )
+        keep = self.retention.incidents
+        conn.execute(
+            "DELETE FROM incidents WHERE status != 'running' AND seq <= (SELECT max(seq) FROM incidents) - ?",
+            (keep,),
+        )
+
+    def update_incident(self, incident_id: str, **fields: Any) -> None:
+        if not fields:
+            return
+        if "detail" in fields and not isinstance(fields["detail"], str):
+            fields["detail"] = json.dumps(fields["detail"])
+        cols = ", ".join(f"{k}=?" for k in fields)
+        with self.transaction() as conn:
+            conn.execute(
+                f"UPDATE incidents SET {cols} WHERE id=?",  # noqa: S608 - column names are ours
+                (*fields.values(), incident_id),
+            )
+
+    def incident(self, incident_id: str) -> dict[str, Any] | None:
+        with self.connect() as conn:
+            row = conn.execute("SELECT * FROM incidents WHERE id=?", (incident_id,)).fetchone()
+            if row is None:
+                return None
+            phases = conn.execute(
+                "SELECT * FROM phases WHERE incident_id=? ORDER BY id", (incident_id,)
+            ).fetchall()
+        return _incident_dict(row, phases)
+
+    def incidents(self, limit: int = 20, statuses: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
+        query = "SELECT * FROM incidents"
+        args: list[Any] = []
+        if statuses:
+            query += f" WHERE status IN ({','.join('?' * len(statuses))})"
+            args += list(statuses)
+        query += " ORDER BY seq DESC LIMIT ?"
+        args.append(limit)
+        with self.connect() as conn:
+            rows = conn.execute(query, args).fetchall()
+            out = []
+            for row in rows:
+                phases = conn.execute(
+                    "SELECT * FROM phases WHERE incident_id=? ORDER BY id", (row["id"],)
+                ).fetchall()
+                out.append(_incident_dict(row, phases))
+        return out
+
+    def running_incidents(self) -> list[dict[str, Any]]:
+        return self.incidents(limit=100, statuses=(RUNNING,))
+
+    def last_executed(self) -> dict[str, Any] | None:
+        found = self.incidents(limit=1, statuses=EXECUTED)
+        return found[0] if found else None
+
+    def executed_since(self, since: float) -> int:
+        with self.connect() as conn:
+            return int(
+                conn.execute(
+                    "SELECT count(*) FROM incidents WHERE started_at >= ?"  # noqa: S608
+                    f" AND status IN ({','.join('?' * len(EXECUTED))})",
+                    (since, *EXECUTED),
+                ).fetchone()[0]
+            )
+
+    def typical_duration(self) -> float | None:
+        """Median duration of the last successful rollbacks (for the ETA in notifications)."""
+        with self.connect() as conn:
+            rows = conn.execute(
+                "SELECT ended_at - started_at FROM incidents WHERE status='success' AND ended_at IS NOT NULL"
+                " ORDER BY seq DESC LIMIT 9"
+            ).fetchall()
+        values = sorted(float(r[0]) for r in rows)
+        return values[len(values) // 2] if values else None
+
+    def start_phase(self, incident_id: str, name: str, progress: int) -> int:
+        with self.transaction() as conn:
+            cur = conn.execute(
+                "INSERT INTO phases (incident_id, name, progress, started_at, status) VALUES (?,?,?,?,?)",
+                (incident_id, name, progress, _now(), RUNNING),
+            )
+            conn.execute("UPDATE incidents SET phase=?, progress=? WHERE id=?", (name, progress, incident_id))
+            return int(cur.lastrowid or 0)
+
+    def end_phase(self, phase_id: int, status: str, detail: str = "") -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE phases SET ended_at=?, status=?,"
+                " detail=CASE WHEN ?='' THEN detail ELSE COALESCE(detail || char(10), '') || ? END"
+                " WHERE id=?",
+                (_now(), status, detail[:4000], detail[:4000], phase_id),
+            )
+
+    def finish_incident(
+        self,
+        incident_id: str,
+        status: str,
+        *,
+        progress: int | None = None,
+        failed_step: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE phases SET ended_at=?, status=? WHERE incident_id=? AND status='running'",
+                (_now(), status, incident_id),
+            )
+            conn.execute(
+                "UPDATE incidents SET status=?, ended_at=?, failed_step=?, error=?,"
+                " progress=COALESCE(?, progress) WHERE id=?",
+                (status, _now(), failed_step, (error or "")[:4000] or None, progress, incident_id),
+            )
+
+    # --- deploy ledger and bad releases ------------------------------------------------------------
+    def start_deploy(
+        self,
+        *,
+        kind: str,
+        sha: str,
+        ref: str | None,
+        previous_sha: str | None,
+        incident_id: str | None = None,
+    ) -> int:
+        with self.transaction() as conn:
+            cur = conn.execute(
+                "INSERT INTO deploys (kind, sha, ref, started_at, outcome, previous_sha, incident_id)"
+                " VALUES (?,?,?,?,?,?,?)",
+                (kind, sha, ref, _now(), RUNNING, previous_sha, incident_id),
+            )
+            row_id = int(cur.lastrowid or 0)
+            conn.execute(
+                "DELETE FROM deploys WHERE id <= ? AND outcome != 'running'",
+                (row_id - self.retention.deploys,),
+            )
+            return row_id
+
+    def finish_deploy(
+        self, deploy_id: int, *, outcome: str, revision: str | None, deployed: bool, detail: str = ""
+    ) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE deploys SET outcome=?, revision=?, deployed_at=?, detail=? WHERE id=?",
+                (outcome, revision, _now() if deployed else None, detail[:4000], deploy_id),
+            )
+
+    def deploys(self, limit: int = 50) -> list[DeployRecord]:
+        with self.connect() as conn:
+            rows = conn.execute("SELECT * FROM deploys ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+        return [DeployRecord(**dict(r)) for r in rows]
+
+    def latest_deploy_of(self, sha: str) -> DeployRecord | None:
+        """The last time ``sha`` went live (deploy or rollback whose code switch happened)."""
+        with self.connect() as conn:
+            row = conn.execute(
+                "SELECT * FROM deploys WHERE sha=? AND deployed_at IS NOT NULL ORDER BY id DESC LIMIT 1",
+                (sha,),
+            ).fetchone()
+        return DeployRecord(**dict(row)) if row else None
+
+    def healthy_releases(self) -> list[DeployRecord]:
+        """Ledger entries whose deploy was healthy, newest first."""
+        with self.connect() as conn:
+            rows = conn.execute("SELECT * FROM deploys WHERE outcome='healthy' ORDER BY id DESC").fetchall()
+        return [DeployRecord(**dict(r)) for r in rows]
+
+    def running_deploys(self) -> list[DeployRecord]:
+        with self.connect() as conn:
+            rows = conn.execute("SELECT * FROM deploys WHERE outcome='running' ORDER BY id").fetchall()
+        return [DeployRecord(**dict(r)) for r in rows]
+
+    @staticmethod
+    def mark_bad(conn: sqlite3.Connection, sha: str, incident_id: str | None, reason: str) -> None:
+        conn.execute(
+            "INSERT OR REPLACE INTO bad_releases (sha, marked_at, incident_id, reason) VALUES (?,?,?,?)",
+            (sha, _now(), incident_id, reason[:1000]),
+        )
+
+    def mark_bad_now(self, sha: str, incident_id: str | None, reason: str) -> None:
+        with self.transaction() as conn:
+            self.mark_bad(conn, sha, incident_id, reason)
+
+    def unmark_bad(self, sha: str) -> None:
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM bad_releases WHERE sha=?", (sha,))
+
+    def bad_release(self, sha: str) -> dict[str, Any] | None:
+        with self.connect() as conn:
+            row = conn.execute("SELECT * FROM bad_releases WHERE sha=?", (sha,)).fetchone()
+        return dict(row) if row else None
+
+    def bad_shas(self) -> set[str]:
+        with self.connect() as conn:
+            return {r[0] for r in conn.execute("SELECT sha FROM bad_releases")}
+
+
+def _incident_dict(row: sqlite3.Row, phases: list[sqlite3.Row]) -> dict[str, Any]:
+    item = dict(row)
+    item.pop("seq", None)
+    item["detail"] = json.loads(item.get("detail") or "{}")
+    started, ended = item.get("started_at"), item.get("ended_at")
+    item["duration"] = round(ended - started, 3) if started and ended else None
+    item["result"] = item["status"] if item["status"] in RESULTS else None
+    item["phases"] = [
+        {k: p[k] for k in ("name", "progress", "started_at", "ended_at", "status", "detail")} for p in phases
+    ]
+    return item
