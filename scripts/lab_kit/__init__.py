@@ -1,0 +1,1 @@
+"""The lab: four podman systemd hosts provisioned by playbooks/site.yml (see scripts/lab)."""

@@ -1,0 +1,105 @@
+"""The controller-side pieces of the lab: the release repository and the capture server."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from typing import Any
+
+from lab_kit.inventory import Lab
+from lab_kit.paths import CAPTURE_DIR, RELEASES_BUNDLE, RELEASES_REPO, ROOT
+
+PIDFILE = CAPTURE_DIR / "capture.pid"
+
+
+def build_releases() -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "sample-app" / "build_releases.py"), str(RELEASES_REPO),
+         "--bundle", str(RELEASES_BUNDLE)],
+        check=True, capture_output=True, text=True,
+    )
+    return dict(json.loads(out.stdout))
+
+
+def capture_url(lab: Lab) -> str:
+    return f"http://127.0.0.1:{lab.capture_port}"
+
+
+def capture_healthy(lab: Lab) -> bool:
+    try:
+        with urllib.request.urlopen(f"{capture_url(lab)}/healthz", timeout=2) as resp:  # noqa: S310
+            return bool(resp.status == 200)
+    except OSError:
+        return False
+
+
+def _pid() -> int | None:
+    try:
+        pid = int(PIDFILE.read_text().strip())
+        os.kill(pid, 0)
+        return pid
+    except (OSError, ValueError):
+        return None
+
+
+def ensure_capture(lab: Lab) -> bool:
+    """Start the capture server unless it runs; True when it was started."""
+    if _pid() is not None and capture_healthy(lab):
+        return False
+    stop_capture()
+    CAPTURE_DIR.mkdir(parents=True, exist_ok=True)
+    log = (CAPTURE_DIR / "capture.log").open("a")
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "scripts")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lab_kit.capture", "--state", str(CAPTURE_DIR),
+         "--http", f"127.0.0.1:{lab.capture_port}", "--http", f"{lab.gateway}:{lab.capture_port}",
+         "--smtp", f"{lab.gateway}:{lab.smtp_port}"],
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env,
+    )
+    PIDFILE.write_text(str(proc.pid))
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if capture_healthy(lab):
+            return True
+        if proc.poll() is not None:
+            break
+        time.sleep(0.2)
+    raise RuntimeError(f"the capture server did not start: see {CAPTURE_DIR / 'capture.log'}")
+
+
+def stop_capture() -> bool:
+    pid = _pid()
+    if pid is None:
+        PIDFILE.unlink(missing_ok=True)
+        return False
+    os.kill(pid, signal.SIGTERM)
+    for _ in range(50):
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            break
+        time.sleep(0.1)
+    else:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    PIDFILE.unlink(missing_ok=True)
+    return True
+
+
+def messages(lab: Lab, kind: str | None = None, after: int = 0) -> list[dict[str, Any]]:
+    query = f"?after={after}" + (f"&kind={kind}" if kind else "")
+    try:
+        with urllib.request.urlopen(f"{capture_url(lab)}/api/messages{query}", timeout=5) as resp:  # noqa: S310
+            return list(json.loads(resp.read()))
+    except OSError:
+        path = CAPTURE_DIR / "messages.jsonl"
+        if not path.exists():
+            return []
+        out = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+        return [m for m in out if m["id"] > after and (kind is None or m["kind"] == kind)]
