@@ -31,6 +31,7 @@ SLACK_PATH = "/slack/services/T0001/B0001/VerySecretSlackPath42"
 class CaptureServer:
     def __init__(self) -> None:
         self.health_status = 200
+        self.health_failures_left = 0  # answer 503 this many times first (an app still starting)
         self.slack_statuses: list[int] = []  # consumed one per request; 200 when empty
         self.slack_delay = 0.0
         self.messages: list[dict[str, Any]] = []
@@ -53,7 +54,9 @@ class CaptureServer:
                 if self.path == "/health":
                     with server.lock:
                         server.health_requests += 1
-                    self._reply(server.health_status)
+                        starting = server.health_failures_left > 0
+                        server.health_failures_left -= 1 if starting else 0
+                    self._reply(503 if starting else server.health_status)
                 else:
                     self._reply(404)
 

@@ -16,7 +16,14 @@ from typing import Any
 from rollback_agent import metrics
 from rollback_agent.gitops import GitError
 from rollback_agent.locking import LockBusyError
-from rollback_agent.migrations import BASE, MigrationError, release_revision
+from rollback_agent.migrations import (
+    BASE,
+    MigrationError,
+    heads_of,
+    is_below,
+    release_graph,
+    release_revision,
+)
 from rollback_agent.notify import short
 from rollback_agent.service import Agent
 from rollback_agent.services import Deadline, StepError, restart_units, verify
@@ -128,7 +135,23 @@ class Deployer:
         previous_head = deployment.head_sha()
         ledger = store.start_deploy(kind="deploy", sha=sha, ref=ref, previous_sha=current)
         revision: str | None = None
+        downgraded_from: str | None = None
         try:
+            if agent.migrations is not None and current is not None and previous_head == current:
+                # An older release: its tree lacks the newer downgrade scripts, so step the schema
+                # down from the current tree first (as a rollback does).
+                t = time.monotonic()
+                target = self._older_revision(current, sha)
+                if target is not None:
+                    downgraded_from, target_rev = target
+                    result = agent.migrations.downgrade(target_rev, deadline.remaining())
+                    if not result.ok:
+                        raise StepError(
+                            "migrate",
+                            f"alembic downgrade {target_rev} failed: {result.excerpt()}",
+                            timed_out=result.timed_out,
+                        )
+                    self._step(out, "downgrade", True, f"alembic downgrade {target_rev} (older release)", t)
             t = time.monotonic()
             deployment.checkout(sha, deadline.remaining())
             out.changed = True
@@ -153,6 +176,7 @@ class Deployer:
             message = agent.redact(exc.message if isinstance(exc, StepError) else str(exc))
             self._step(out, step, False, message, t)
             self._restore_code(out, previous_head)
+            self._restore_schema(out, downgraded_from)
             store.finish_deploy(
                 ledger, outcome="failed", revision=None, deployed=False, detail=f"{step}: {message}"
             )
@@ -206,6 +230,35 @@ class Deployer:
         except (MigrationError, GitError):
             current = self.agent.migrations.current(deadline.cap(120.0))
             return current or BASE
+
+    def _older_revision(self, live: str, sha: str) -> tuple[str, str] | None:
+        """(current head, target revision) when ``sha`` runs on an older revision than what is live."""
+        assert self.config.migrations is not None
+        cfg = self.config.migrations.config_file()
+        try:
+            graph = release_graph(self.agent.deployment, live, cfg)
+            target_rev = release_revision(self.agent.deployment, sha, cfg)
+        except (MigrationError, GitError):
+            return None  # let `upgrade head` of the new release speak for itself
+        heads = heads_of(graph)
+        if len(heads) == 1 and target_rev != heads[0] and is_below(graph, target_rev, heads[0]):
+            return heads[0], target_rev
+        return None
+
+    def _restore_schema(self, out: DeployResult, revision: str | None) -> None:
+        if revision is None or self.agent.migrations is None:
+            return
+        t = time.monotonic()
+        result = self.agent.migrations.run(["upgrade", revision], timeout=120.0)
+        self._step(
+            out,
+            "restore",
+            result.ok,
+            f"alembic upgrade {revision}"
+            if result.ok
+            else f"alembic upgrade {revision} FAILED: {result.excerpt()}",
+            t,
+        )
 
     def _restore_code(self, out: DeployResult, previous_head: str | None) -> None:
         if not out.changed or previous_head is None:

@@ -131,15 +131,15 @@ def _version_dirs(ini_text: str, ini_path: str) -> list[str]:
     return out
 
 
-def release_heads(deployment: Deployment, sha: str, config_file: str) -> list[str]:
-    """The head revision(s) of the migration scripts in release ``sha`` (``[]`` when it has none)."""
+def release_graph(deployment: Deployment, sha: str, config_file: str) -> dict[str, tuple[str, ...]]:
+    """Every revision in release ``sha``'s migration scripts, with its down revision(s)."""
     rel = config_file
     if Path(rel).is_absolute():
         try:
             rel = str(Path(rel).relative_to(deployment.path))
         except ValueError:
             raise MigrationError(
-                f"{config_file} is outside deployment.repo; cannot read it from git"
+                f"{config_file} is outside deployment.repo: cannot read it from git"
             ) from None
     rel = posixpath.normpath(rel)
     ini = deployment.read_file(sha, rel)
@@ -151,12 +151,35 @@ def release_heads(deployment: Deployment, sha: str, config_file: str) -> list[st
             values = _assignments(source)
             revision = values.get("revision")
             if isinstance(revision, str) and revision:
-                down = _as_tuple(values.get("down_revision"))
                 if revision in revisions:
                     raise MigrationError(f"release {sha[:12]}: revision {revision} is defined twice ({path})")
-                revisions[revision] = down
-    referenced = {parent for parents in revisions.values() for parent in parents}
-    return sorted(r for r in revisions if r not in referenced)
+                revisions[revision] = _as_tuple(values.get("down_revision"))
+    return revisions
+
+
+def heads_of(graph: dict[str, tuple[str, ...]]) -> list[str]:
+    referenced = {parent for parents in graph.values() for parent in parents}
+    return sorted(r for r in graph if r not in referenced)
+
+
+def is_below(graph: dict[str, tuple[str, ...]], revision: str, head: str) -> bool:
+    """Whether ``revision`` is an ancestor of ``head`` (``base`` is below everything)."""
+    if revision == BASE:
+        return head != BASE
+    todo, seen = list(graph.get(head, ())), set()
+    while todo:
+        current = todo.pop()
+        if current == revision:
+            return True
+        if current not in seen:
+            seen.add(current)
+            todo.extend(graph.get(current, ()))
+    return False
+
+
+def release_heads(deployment: Deployment, sha: str, config_file: str) -> list[str]:
+    """The head revision(s) of the migration scripts in release ``sha`` (``[]`` when it has none)."""
+    return heads_of(release_graph(deployment, sha, config_file))
 
 
 def release_revision(deployment: Deployment, sha: str, config_file: str) -> str:
