@@ -6,10 +6,11 @@ import argparse
 import logging
 import os
 import re
+import signal
 import sys
 import time
 import uuid
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import TextIO
 from urllib.parse import urlsplit
 
@@ -320,20 +321,31 @@ def select(checks: list[Check], settings: Settings) -> list[Check]:
     return [c for c in checks if chosen(c)]
 
 
-def run_checks(checks: list[Check], ctx: Context) -> list[CheckResult]:
-    """Run the checks concurrently (they wait on the network); results keep the checks' order."""
+def run_checks(checks: list[Check], ctx: Context) -> tuple[list[CheckResult], bool]:
+    """Run the checks concurrently (they wait on the network); results keep the checks' order.
+
+    On Ctrl-C or SIGTERM the checks are told to stop; the test alert's flow still resolves its
+    alert, and the results of the checks that finished are kept. Returns (results, interrupted).
+    """
     if not checks:
-        return []
-    with ThreadPoolExecutor(max_workers=min(8, len(checks)), thread_name_prefix="check") as pool:
-        futures: list[Future[list[CheckResult]]] = [pool.submit(c.execute, ctx) for c in checks]
-        try:
-            return [r for f in futures for r in f.result()]
-        except KeyboardInterrupt:
-            ctx.cancel.set()  # the test alert's flow stops waiting and resolves its alert
-            for f in futures:
-                f.cancel()
-            pool.shutdown(wait=True)
-            raise
+        return [], False
+    pool = ThreadPoolExecutor(max_workers=min(8, len(checks)), thread_name_prefix="check")
+    futures: list[Future[list[CheckResult]]] = [pool.submit(c.execute, ctx) for c in checks]
+    interrupted = False
+    try:
+        wait(futures)
+    except KeyboardInterrupt:
+        interrupted = True
+        ctx.cancel.set()  # the test alert's flow stops waiting and resolves its alert
+        for f in futures:
+            f.cancel()
+        wait(futures)  # a second Ctrl-C stops at once, without waiting for the cleanup
+    pool.shutdown(wait=True)
+    results = [r for f in futures if f.done() and not f.cancelled() for r in f.result()]
+    if interrupted:
+        why = "stopped by a signal (Ctrl-C or SIGTERM); checks not finished are missing"
+        results.append(CheckResult("interrupted", Status.FAIL, why))
+    return results, interrupted
 
 
 def dry_run(checks: list[Check], ctx: Context) -> tuple[list[CheckResult], list[Planned]]:
@@ -358,6 +370,10 @@ def dry_run(checks: list[Check], ctx: Context) -> tuple[list[CheckResult], list[
             actions = [p.action for p in plans if p.check == n]
             results.append(CheckResult(n, Status.SKIP, "dry run: would " + "; then ".join(actions)))
     return results, planned
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def main(
@@ -394,6 +410,8 @@ def main(
         print(f"test_alertmanager.py: error: {redact(str(exc))}", file=err)
         return EXIT_USAGE
 
+    # SIGTERM (a CI timeout, ansible) stops like Ctrl-C: the test alert is still resolved.
+    signal.signal(signal.SIGTERM, _interrupt)
     started = time.monotonic()
     planned: list[Planned] = []
     interrupted = False
@@ -401,10 +419,10 @@ def main(
         if settings.dry_run:
             results, planned = dry_run(checks, ctx)
         else:
-            results = run_checks(checks, ctx)
-    except KeyboardInterrupt:
+            results, interrupted = run_checks(checks, ctx)
+    except KeyboardInterrupt:  # a second Ctrl-C, or one during --dry-run
         interrupted = True
-        results = [CheckResult("interrupted", Status.FAIL, "stopped by the user (Ctrl-C)")]
+        results = [CheckResult("interrupted", Status.FAIL, "stopped by a signal (Ctrl-C or SIGTERM)")]
     summary = Summary.of(results, time.monotonic() - started, settings.fail_on_skip and not settings.dry_run)
 
     if args.json:
