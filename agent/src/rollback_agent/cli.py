@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 import time
@@ -20,6 +19,7 @@ from typing import Any
 from rollback_agent import __version__
 from rollback_agent.config import CONFIG_ENV, DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
 from rollback_agent.durations import format_duration
+from rollback_agent.secrets import configure_logging
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED, EXIT_UNHEALTHY, EXIT_BUSY = 0, 1, 2, 3, 4, 5
 
@@ -409,11 +409,7 @@ def main(argv: list[str] | None = None) -> int:
             setattr(args, name, default)
     if args.config is not None:
         args.config = str(Path(args.config))
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        stream=sys.stderr,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging("info" if args.verbose else "warning")
     os.umask(0o027)
     try:
         return int(args.func(args))

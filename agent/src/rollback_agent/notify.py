@@ -29,6 +29,8 @@ from rollback_agent.config import SlackConfig
 from rollback_agent.durations import format_duration
 
 log = logging.getLogger(__name__)
+# urllib3 logs request URLs at DEBUG level, and a Slack webhook URL is a secret.
+logging.getLogger("urllib3").setLevel(logging.WARNING)
 
 TITLES = {
     "initiated": ":rotating_light: Rollback initiated",

@@ -8,13 +8,13 @@ process dies, the kernel drops the lock and the next agent start marks the incid
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 
 from rollback_agent.config import ConfigError, load_config
 from rollback_agent.engine import RollbackRun
 from rollback_agent.locking import LockBusyError, adopt
+from rollback_agent.secrets import configure_logging
 from rollback_agent.service import Agent
 from rollback_agent.state import FAILED
 
@@ -31,11 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(exc.render(), file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=config.log_level.upper(),
-        stream=sys.stderr,
-        format="%(levelname)s rollback-runner[%(process)d] %(name)s: %(message)s",
-    )
+    configure_logging(config.log_level)
     agent = Agent(config)
     try:
         lock = adopt(args.lock_fd, config.lock_path)

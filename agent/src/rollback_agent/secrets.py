@@ -10,6 +10,7 @@ import logging
 import os
 import re
 import stat
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +19,34 @@ from rollback_agent.config import Config, ConfigError
 log = logging.getLogger(__name__)
 
 MASK = "***"
+_LOG_SECRETS: set[str] = set()
+
+
+class RedactingFilter(logging.Filter):
+    """Masks every known secret in log records (installed on the handlers the agent sets up)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if _LOG_SECRETS:
+            message = record.getMessage()
+            masked = message
+            for value in sorted(_LOG_SECRETS, key=len, reverse=True):
+                masked = masked.replace(value, MASK)
+            if masked != message:
+                record.msg, record.args = masked, None
+        return True
+
+
+def configure_logging(level: str = "info") -> None:
+    """Log to stderr (journald adds the time) with secrets masked; urllib3 never logs URLs."""
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(stream=sys.stderr, format="%(levelname)s %(name)s[%(process)d]: %(message)s")
+    root.setLevel(level.upper())
+    for handler in root.handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())
+    # urllib3 logs request URLs at DEBUG, and a Slack webhook URL is a secret.
+    logging.getLogger("urllib3").setLevel(logging.WARNING)
 
 
 @dataclass(frozen=True)
@@ -77,6 +106,7 @@ def load_secrets(config: Config) -> Secrets:
         path = re.sub(r"^https?://[^/]+", "", slack_url)
         if len(path) > 8:
             values.append(path)
+    _LOG_SECRETS.update(values)
     return Secrets(webhook=webhook, slack_url=slack_url, _all=tuple(sorted(values, key=len, reverse=True)))
 
 

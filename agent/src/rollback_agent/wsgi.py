@@ -5,12 +5,13 @@ The configuration file comes from $ROLLBACK_AGENT_CONFIG (default /etc/rollback-
 
 from __future__ import annotations
 
-import logging
 import os
 
+from rollback_agent.config import load_config
+from rollback_agent.secrets import configure_logging
 from rollback_agent.web import create_app
 
 os.umask(0o027)
-logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-app = create_app()
-logging.getLogger().setLevel(app.extensions["rollback_agent"].config.log_level.upper())
+_config = load_config()
+configure_logging(_config.log_level)
+app = create_app(_config)
