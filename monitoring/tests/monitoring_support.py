@@ -1,0 +1,153 @@
+"""Helpers of the monitoring tests: rendering the content the way roles/monitoring_config does.
+
+Everything is rendered the way the roles render it (ansible-playbook through the role's entry
+points), then checked with the real tools: promtool, amtool and a real Alertmanager.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+MONITORING = REPO / "monitoring"
+TESTS = MONITORING / "tests"
+FIXTURE_PLAYBOOK = TESTS / "fixtures" / "render.yml"
+RENDER_PLAYBOOK = REPO / "playbooks" / "render.yml"
+PRODUCTION_INVENTORY = REPO / "inventories" / "production"
+BIN = Path(sys.executable).parent
+
+# The seven rollback triggers of SPEC.md, by their default names.
+ROLLBACK_TRIGGERS = frozenset(
+    {
+        "CriticalErrorRate",
+        "CriticalP95Latency",
+        "MitaSystemUnhealthy",
+        "MitaDatabaseConnectionIssues",
+        "TransactionProcessingFailure",
+        "RedisConnectionFailure",
+        "UserRegistrationDown",
+    }
+)
+SEVERITIES = ("info", "warning", "error", "critical")
+CATEGORIES = (
+    "api_performance",
+    "system_health",
+    "database",
+    "authentication",
+    "resources",
+    "business",
+    "external_services",
+    "monitoring_meta",
+)
+
+
+def require_tool(name: str) -> str:
+    """Absolute path of a command-line tool, or a failure that says how to get it."""
+    found = shutil.which(name) or shutil.which(name, path="/usr/bin:/usr/sbin:/sbin:/bin")
+    if not found:
+        pytest.fail(f"{name} is not installed: run 'make bootstrap' (scripts/bootstrap installs it)")
+    return found
+
+
+def free_port() -> int:
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def ansible_env() -> dict[str, str]:
+    return {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+        "ANSIBLE_ROLES_PATH": str(REPO / "roles"),
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_FORCE_COLOR": "0",
+        "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
+    }
+
+
+def run_playbook(
+    playbook: Path, inventory: str, render_dir: Path, extra: dict[str, Any] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """ansible-playbook with render_dir and extra vars (a JSON file, so types survive)."""
+    cmd = [str(BIN / "ansible-playbook"), "-i", inventory, str(playbook), "-e", f"render_dir={render_dir}"]
+    if extra:
+        vars_file = render_dir.parent / f"{render_dir.name}-vars.json"
+        vars_file.write_text(json.dumps(extra))
+        cmd += ["-e", f"@{vars_file}"]
+    return subprocess.run(cmd, cwd=REPO, env=ansible_env(), capture_output=True, text=True, timeout=600)
+
+
+@dataclass(frozen=True)
+class Render:
+    """One host's rendered monitoring content."""
+
+    root: Path
+    source: str  # which playbook produced it
+
+    @property
+    def rules_dir(self) -> Path:
+        return self.root / "rules"
+
+    @property
+    def alertmanager_yml(self) -> Path:
+        return self.root / "alertmanager.yml"
+
+    @property
+    def templates_dir(self) -> Path:
+        return self.root / "templates"
+
+    @property
+    def blackbox_yml(self) -> Path:
+        return self.root / "blackbox.yml"
+
+    def rule_docs(self) -> dict[str, dict[str, Any]]:
+        return {p.stem: yaml.safe_load(p.read_text()) for p in sorted(self.rules_dir.glob("*.yml"))}
+
+    def alerts(self) -> list[dict[str, Any]]:
+        return [
+            {**rule, "category": category, "group": group["name"]}
+            for category, doc in self.rule_docs().items()
+            for group in doc["groups"]
+            for rule in group["rules"]
+            if "alert" in rule
+        ]
+
+    def alertmanager(self) -> dict[str, Any]:
+        return yaml.safe_load(self.alertmanager_yml.read_text())
+
+
+def render_fixture(render_dir: Path, extra: dict[str, Any] | None = None) -> Render:
+    """Render through monitoring/tests/fixtures/render.yml (the role's entry points)."""
+    proc = run_playbook(FIXTURE_PLAYBOOK, "localhost,", render_dir, extra)
+    if proc.returncode != 0:
+        raise AssertionError(f"rendering failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}")
+    return Render(render_dir / "fixture", "monitoring/tests/fixtures/render.yml")
+
+
+def rule_test_files() -> list[Path]:
+    return sorted((TESTS / "rules").glob("*.test.yml"))
