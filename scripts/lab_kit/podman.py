@@ -114,8 +114,15 @@ def authorize_key(lab: Lab, pubkey: str) -> list[str]:
 def ensure_containers(lab: Lab) -> list[str]:
     """Create or start every host; returns the names of the hosts that changed."""
     changed = []
+    image_id = podman("image", "inspect", lab.image, "--format", "{{.Id}}").stdout.strip()
     for host in lab.hosts.values():
         state = container_state(host)
+        if state is not None:
+            used = podman("container", "inspect", host.container, "--format", "{{.Image}}").stdout.strip()
+            if used != image_id:
+                info(f"{host.name}: the host image changed, recreating {host.container}")
+                podman("rm", "-f", "-t", "5", host.container)
+                state = None
         if state == "running":
             continue
         if state is None:
@@ -140,7 +147,7 @@ def wait_booted(lab: Lab, timeout: float = 90) -> None:
         raise PodmanError(f"systemd did not finish booting on {', '.join(pending)} within {timeout:.0f}s")
 
 
-def wait_ssh(lab: Lab, timeout: float = 30) -> None:
+def wait_ssh(lab: Lab, timeout: float = 90) -> None:
     """Wait until sshd answers on every host (Ansible's way in)."""
     import socket
 
