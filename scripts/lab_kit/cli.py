@@ -42,9 +42,9 @@ def boot(lab: inventory.Lab) -> None:
 
 
 def provision(lab: inventory.Lab, *, quiet: bool = False) -> list[PlayResult]:
-    """site.yml then the sample service's runtime (lab-app.yml)."""
+    """The sample service's runtime (lab-app.yml), then the whole stack (site.yml)."""
     results = []
-    for name in ("site.yml", "lab-app.yml"):
+    for name in ("lab-app.yml", "site.yml"):
         if not (ROOT / "playbooks" / name).exists():
             die(f"playbooks/{name} is missing (another area has not landed it yet)")
         step(f"ansible-playbook playbooks/{name}")
