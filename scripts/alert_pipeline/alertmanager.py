@@ -106,6 +106,7 @@ class RunningConfig:
     """What the tester reads from the config Alertmanager reports (secrets come back as <secret>)."""
 
     receivers: dict[str, Counter[str]]  # receiver name -> integration kind -> number of configs
+    webhook_urls: dict[str, list[str]]  # receiver name -> webhook URLs (not secret in 0.25)
     inhibit_rules: int
     time_intervals: int
 
@@ -118,17 +119,28 @@ class RunningConfig:
         if not isinstance(doc, dict):
             raise CheckError("the running configuration is not a mapping")
         receivers: dict[str, Counter[str]] = {}
+        webhooks: dict[str, list[str]] = {}
         for receiver in doc.get("receivers") or []:
             kinds: Counter[str] = Counter()
             for key, value in receiver.items():
                 if key.endswith("_configs") and isinstance(value, list):
                     kinds[key.removesuffix("_configs")] += len(value)
-            receivers[str(receiver.get("name"))] = kinds
+            name = str(receiver.get("name"))
+            receivers[name] = kinds
+            webhooks[name] = [
+                str(w.get("url"))
+                for w in receiver.get("webhook_configs") or []
+                if isinstance(w, dict) and w.get("url") not in (None, "<secret>")
+            ]
         return cls(
             receivers=receivers,
+            webhook_urls=webhooks,
             inhibit_rules=len(doc.get("inhibit_rules") or []),
             time_intervals=len(doc.get("time_intervals") or []) + len(doc.get("mute_time_intervals") or []),
         )
+
+    def webhooks(self, receiver_names: list[str]) -> list[str]:
+        return [url for name in receiver_names for url in self.webhook_urls.get(name, [])]
 
     def integrations(self, receiver_names: list[str]) -> Counter[str]:
         total: Counter[str] = Counter()

@@ -1,15 +1,18 @@
 """Rollback agents: POST /api/admin/rollback/test with the webhook secret on each agent.
 
-The agent validates its configuration and answers with the plan it would carry out for the alert
-(target sha and alembic revision, units, which guards pass or block), executing nothing.
+The agent validates its configuration and answers with what a firing alert would cause now
+(``would``: accepted, blocked, dry_run, in_progress or ignored, with a reason) and the plan (from/to
+sha and alembic revision, units, each guard). It executes nothing. See agent/README.md.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from ..alertmanager import api
 from ..http import describe_error, request, short_body, where
@@ -25,7 +28,18 @@ API_SUFFIXES = (
     "/api/admin/rollback/status",
     "/api/admin/rollback",
     "/healthz",
+    "/metrics",
 )
+WEBHOOK_METRIC = "rollback_agent_webhooks_total"
+# Webhook outcomes that mean the agent got Alertmanager's request but refused it.
+REJECTED = frozenset({"unauthorized", "invalid", "too_large", "error"})
+NO_AGENT = "no rollback agent: pass --api-url http://HOST:9095 (once per agent)"
+# Decisions that mean "the rollback path works, but it would not roll back right now".
+NOT_READY = {
+    "blocked": "guards BLOCK it",
+    "dry_run": "agent in dry_run mode: would record and notify only",
+    "in_progress": "a rollback or deploy is running NOW",
+}
 
 
 def agent_base(url: str) -> str:
@@ -49,10 +63,10 @@ class NoAgents(Check):
     group = "agents"
 
     def plan(self, ctx: Context) -> list[Planned]:
-        raise SkipCheckError("no rollback agent: pass --api-url http://HOST:9095 (once per agent)")
+        raise SkipCheckError(NO_AGENT)
 
     def run(self, ctx: Context) -> Outcome:
-        raise SkipCheckError("no rollback agent: pass --api-url http://HOST:9095 (once per agent)")
+        raise SkipCheckError(NO_AGENT)
 
 
 class AgentCheck(Check):
@@ -70,13 +84,15 @@ class AgentCheck(Check):
 
     def plan(self, ctx: Context) -> list[Planned]:
         self._secret(ctx)
-        body = {"alert_name": ctx.settings.rollback_alert}
-        target = display_url(api(self.base, "/api/admin/rollback/test"), secret=False)
+        test_url = display_url(api(self.base, "/api/admin/rollback/test"), secret=False)
+        status_url = display_url(api(self.base, "/api/admin/rollback/status"), secret=False)
         return [
-            Planned(self.name, f"POST {target} (basic auth {AUTH_USER}:***)", body),
             Planned(
-                self.name, f"GET {display_url(api(self.base, '/api/admin/rollback/status'), secret=False)}"
+                self.name,
+                f"POST {test_url} (basic auth {AUTH_USER}:***)",
+                {"alert_name": ctx.settings.rollback_alert},
             ),
+            Planned(self.name, f"GET {status_url}"),
         ]
 
     def run(self, ctx: Context) -> Outcome:
@@ -91,57 +107,123 @@ class AgentCheck(Check):
             auth=(AUTH_USER, secret),
             timeout=ctx.timeout,
         )
-        body = _json(response)
+        answer = _json(response)
         if response.status_code == 401:
             raise CheckError(
-                f"{where(url)} rejected the webhook secret (HTTP 401, user {AUTH_USER!r}): "
-                "Alertmanager's rollback webhooks to this agent fail too"
+                f"{where(url)} rejected the webhook secret (HTTP 401 for user {AUTH_USER!r}): "
+                "Alertmanager's rollback webhooks to this agent are refused too"
             )
-        if response.status_code == 404 and not isinstance(body, dict):
+        if response.status_code == 404 and not isinstance(answer, dict):
             raise CheckError(f"{where(url)} has no /api/admin/rollback/test: not a rollback agent?")
-        if response.status_code != 200 or not isinstance(body, dict):
+        if response.status_code != 200 or not isinstance(answer, dict):
             raise CheckError(
                 f"agent refused the test of {alert}: HTTP {response.status_code}: "
-                f"{_error_text(response, body)}",
-                {"http_status": response.status_code, "answer": body},
+                f"{_error_text(response, answer)}",
+                {"http_status": response.status_code},
             )
 
-        plan = summarize_plan(body)
+        plan = summarize(answer)
         status = self._status(ctx, secret)
-        data: dict[str, Any] = {"alert_name": alert, "plan": plan, "answer": body, "status": status}
-        parts = [plan["text"]]
-        if status.get("text"):
-            parts.append(status["text"])
-        detail = f"{alert}: " + "; ".join(parts)
-        if plan["would_roll_back"] is False and ctx.settings.require_rollback_ready:
+        data: dict[str, Any] = {"alert_name": alert, "would": plan["would"], "plan": plan, "status": status}
+        detail = f"{alert}: {plan['text']}" + (f" [{status['text']}]" if status.get("text") else "")
+        if plan["config_problems"]:
+            raise CheckError(
+                f"{alert}: configuration checks fail on the agent: {'; '.join(plan['config_problems'])}", data
+            )
+        if plan["would"] == "ignored":
+            raise CheckError(f"agent would ignore {alert}: {plan['reason']}", data)
+        if plan["would"] in NOT_READY and ctx.settings.require_rollback_ready:
             raise CheckError(f"{detail} (--require-rollback-ready)", data)
         return Outcome(detail, data)
 
     def _status(self, ctx: Context, secret: str) -> dict[str, Any]:
-        """Version, mode and any rollback in progress; extra information, never a failure by itself."""
+        """Version, mode and deployed sha: extra information, never a failure by itself."""
         url = api(self.base, "/api/admin/rollback/status")
         try:
             response = request(ctx.session, "GET", url, auth=(AUTH_USER, secret), timeout=ctx.timeout)
         except requests.RequestException as exc:
-            return {"text": f"status unavailable ({describe_error(exc, url)})"}
+            return {"text": f"status unavailable: {describe_error(exc, url)}"}
         body = _json(response)
         if response.status_code != 200 or not isinstance(body, dict):
-            return {"text": f"status unavailable (HTTP {response.status_code})"}
-        bits: list[str] = []
-        if body.get("version"):
-            bits.append(f"agent v{body['version']}")
-        if body.get("mode"):
-            bits.append(f"mode {body['mode']}")
-        running = body.get("rollback_in_progress") or body.get("in_progress")
-        if running:
-            inc = running.get("incident_id", "?") if isinstance(running, dict) else running
-            bits.append(f"ROLLBACK IN PROGRESS ({inc})")
+            return {"text": f"status unavailable: HTTP {response.status_code}"}
+        agent: dict[str, Any] = body["agent"] if isinstance(body.get("agent"), dict) else {}
+        deployment: dict[str, Any] = body["deployment"] if isinstance(body.get("deployment"), dict) else {}
+        bits = [
+            f"{k} {v}"
+            for k, v in (
+                ("host", agent.get("host")),
+                ("agent", agent.get("version")),
+                ("mode", agent.get("mode")),
+            )
+            if v
+        ]
+        if deployment.get("sha"):
+            bits.append(f"deployed {str(deployment['sha'])[:10]}")
         return {
             "text": ", ".join(bits),
-            "version": body.get("version"),
-            "mode": body.get("mode"),
-            "rollback_in_progress": running or None,
+            "host": agent.get("host"),
+            "version": agent.get("version"),
+            "mode": agent.get("mode"),
+            "deployed_sha": deployment.get("sha"),
+            "in_progress": body.get("in_progress"),
         }
+
+
+def summarize(answer: dict[str, Any]) -> dict[str, Any]:
+    """The agent's /test answer in a few words, plus what the check decides on."""
+    plan: dict[str, Any] = answer["plan"] if isinstance(answer.get("plan"), dict) else {}
+    would = str(answer.get("would") or "unknown")
+    reason = str(answer.get("reason") or "")
+    guards = [g for g in plan.get("guards") or [] if isinstance(g, dict)]
+    blocking = [
+        f"{g.get('name')}: {g.get('detail')}" for g in guards if not g.get("ok") and g.get("enforced", True)
+    ]
+    checks = [c for c in answer.get("checks") or [] if isinstance(c, dict)]
+    problems = [f"{c.get('name')}: {c.get('detail')}" for c in checks if not c.get("ok")]
+
+    bits: list[str] = []
+    if plan.get("to_sha"):
+        move = f"{_short(plan.get('from_sha'))}→{_short(plan.get('to_sha'))}"
+        revisions = ""
+        if plan.get("from_revision") or plan.get("to_revision"):
+            revisions = f", alembic {plan.get('from_revision') or '-'}→{plan.get('to_revision') or '-'}"
+        bits.append(f"would roll back {move}{revisions}")
+    if plan.get("units"):
+        bits.append(f"restart {', '.join(map(str, plan['units']))}")
+    if would == "accepted":
+        bits.append(f"guards allow it ({len(guards)} checked)")
+    elif would in NOT_READY:
+        bits.append(f"{NOT_READY[would]}: {reason}")
+    else:
+        bits.append(f"decision {would}: {reason}")
+    return {
+        "text": "; ".join(bits),
+        "would": would,
+        "reason": reason,
+        "blocking_guards": blocking,
+        "config_problems": problems,
+        "from_sha": plan.get("from_sha"),
+        "to_sha": plan.get("to_sha"),
+        "to_revision": plan.get("to_revision"),
+        "units": plan.get("units") or [],
+    }
+
+
+def webhook_counters(session: requests.Session, base: str, timeout: float) -> Counter[str]:
+    """The agent's rollback_agent_webhooks_total by outcome, from its /metrics (no auth needed)."""
+    response = request(session, "GET", api(base, "/metrics"), timeout=timeout)
+    if response.status_code != 200:
+        raise CheckError(f"GET {where(base)}/metrics: HTTP {response.status_code}")
+    counts: Counter[str] = Counter()
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            if sample.name == WEBHOOK_METRIC:
+                counts[sample.labels.get("outcome", "")] += int(sample.value)
+    return counts
+
+
+def _short(sha: Any) -> str:
+    return str(sha)[:10] if sha else "?"
 
 
 def _json(response: requests.Response) -> Any:
@@ -155,73 +237,3 @@ def _error_text(response: requests.Response, body: Any) -> str:
     if isinstance(body, dict) and ("error" in body or "detail" in body):
         return f"{body.get('error', '')}: {body.get('detail', '')}".strip(": ")
     return short_body(response)
-
-
-def summarize_plan(answer: dict[str, Any]) -> dict[str, Any]:
-    """The plan in a few words, from the agent's /test answer (issue 3's fields)."""
-    plan = answer.get("plan") if isinstance(answer.get("plan"), dict) else answer
-    guards = plan.get("guards", answer.get("guards"))
-    blocked: list[str] = []
-    passed: list[str] = []
-    if isinstance(guards, dict):
-        for name, value in guards.items():
-            ok = (
-                value.get("passed", value.get("ok", value.get("allowed")))
-                if isinstance(value, dict)
-                else value
-            )
-            reason = value.get("reason") if isinstance(value, dict) else None
-            (passed if ok else blocked).append(f"{name}" + (f" ({reason})" if reason and not ok else ""))
-    elif isinstance(guards, list):
-        for value in guards:
-            if not isinstance(value, dict):
-                continue
-            name = str(value.get("name") or value.get("guard") or "?")
-            ok = value.get("passed", value.get("ok", value.get("allowed")))
-            reason = value.get("reason")
-            (passed if ok else blocked).append(name + (f" ({reason})" if reason and not ok else ""))
-    would = plan.get("would_rollback", plan.get("would_roll_back", plan.get("allowed")))
-    if would is None and (passed or blocked):
-        would = not blocked
-    decision = plan.get("decision") or answer.get("decision") or answer.get("status")
-    current = _short_sha(
-        plan.get("current_sha") or (plan.get("current") or {}).get("sha")
-        if isinstance(plan.get("current"), dict) or plan.get("current_sha")
-        else None
-    )
-    target_sha = (
-        plan.get("target_sha") or (plan.get("target") or {}).get("sha")
-        if isinstance(plan.get("target"), dict) or plan.get("target_sha")
-        else None
-    )
-    target_rev = (
-        plan.get("target_revision") or (plan.get("target") or {}).get("revision")
-        if isinstance(plan.get("target"), dict) or plan.get("target_revision")
-        else None
-    )
-    units = plan.get("units") or []
-    bits: list[str] = []
-    if target_sha:
-        move = f"{current}→{_short_sha(target_sha)}" if current else f"to {_short_sha(target_sha)}"
-        bits.append(f"would roll back {move}" + (f" (alembic {target_rev})" if target_rev else ""))
-    if units:
-        bits.append(f"units {', '.join(map(str, units))}")
-    if would is True:
-        bits.append("guards allow a rollback")
-    elif would is False:
-        bits.append("guards BLOCK it: " + (", ".join(blocked) or str(decision or "see answer")))
-    elif decision:
-        bits.append(f"decision {decision}")
-    return {
-        "text": "; ".join(bits) or "plan received",
-        "would_roll_back": would,
-        "guards_passed": passed,
-        "guards_blocked": blocked,
-        "target_sha": target_sha,
-        "target_revision": target_rev,
-        "units": units,
-    }
-
-
-def _short_sha(sha: Any) -> str:
-    return str(sha)[:10] if sha else "?"

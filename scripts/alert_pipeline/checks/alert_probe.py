@@ -1,8 +1,7 @@
 """The test alert: post it to Alertmanager, confirm it is held and routed, resolve it.
 
-With --e2e it also waits, before resolving, until the notification has been delivered: seen by
-the local capture receiver (when the routing sends test alerts there) and counted as delivered by
-Alertmanager's own notification counters for every integration of the receivers it routes to.
+With --e2e it also waits, before resolving, until the notification has been delivered
+(checks/delivery.py says how that is known).
 
 Resolving before the group_wait of its route has passed means Alertmanager sends nothing for a
 plain (non --e2e) run: it never notified about the alert, so the resolved alert needs no message.
@@ -13,30 +12,20 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from collections import Counter
 from typing import Any
 
 from .. import TOOL_NAME
-from ..alertmanager import (
-    NOTIFY_METRICS,
-    RunningConfig,
-    api,
-    find_alerts,
-    get_status,
-    notification_counters,
-    post_alerts,
-)
-from ..capture import CaptureServer
+from ..alertmanager import api, find_alerts, post_alerts
 from ..http import describe_error
 from ..model import CheckError, CheckResult, Outcome, Planned, Status
 from ..routing import amtool_receivers
 from ..secrets import display_url
 from ..settings import RUN_LABEL, TEST_LABEL
 from .base import Check, Context, run_timed
+from .delivery import DeliveryWatch
 
 log = logging.getLogger(__name__)
 POLL_S = 0.25
-_REQUESTS, _FAILED = NOTIFY_METRICS
 
 
 def _iso(when: dt.datetime) -> str:
@@ -115,21 +104,11 @@ class AlertProbe(Check):
 
     # ---- the real thing -----------------------------------------------------------------------
     def execute(self, ctx: Context) -> list[CheckResult]:
-        s = ctx.settings
-        capture: CaptureServer | None = None
-        capture_error = ""
-        before: Counter[tuple[str, str]] | None = None
         posted: list[str] = []
         state: dict[str, Any] = {}
-        if s.e2e:
-            host, port = s.capture_listen
-            try:
-                capture = CaptureServer(host, port).start()
-            except OSError as exc:
-                capture_error = (
-                    f"cannot listen on {host}:{port} for the capture receiver: {exc.strerror or exc}"
-                )
-            before = self._counters(ctx)
+        watch = DeliveryWatch(ctx, self.am_urls) if ctx.settings.e2e else None
+        if watch is not None:
+            watch.start()  # before the alert exists: the counters' "before" readings
         self.started_at = dt.datetime.now(dt.timezone.utc)
         firing = self.alert(ctx, self._firing_until(ctx))
 
@@ -142,19 +121,17 @@ class AlertProbe(Check):
         results: list[CheckResult] = []
         try:
             test_result = run_timed(self.name, post_and_confirm)
-            if s.e2e:
+            if watch is not None:
                 if test_result.status is not Status.PASS:
-                    e2e = CheckResult(
-                        self.e2e_name, Status.SKIP, "the test alert did not get through (see test-alert)"
-                    )
+                    why = "the test alert did not get through (see test-alert)"
+                    results.append(CheckResult(self.e2e_name, Status.SKIP, why))
                 else:
-                    e2e = run_timed(
-                        self.e2e_name, lambda: self._wait_delivery(ctx, state, capture, capture_error, before)
+                    results.append(
+                        run_timed(self.e2e_name, lambda: watch.wait(state["receivers"], state["suppressed"]))
                     )
-                results.append(e2e)
         finally:
-            if capture is not None:
-                capture.stop()
+            if watch is not None:
+                watch.stop()
             resolve_started = time.monotonic()
             resolve_problem = self._resolve(ctx, posted, firing)
         test_result.duration_s += time.monotonic() - resolve_started
@@ -276,118 +253,3 @@ class AlertProbe(Check):
         if problems:
             problems.append(f"it ends by itself at {firing['endsAt']}")
         return "; ".join(problems)
-
-    # ---- end to end ---------------------------------------------------------------------------
-    def _counters(self, ctx: Context) -> Counter[tuple[str, str]] | None:
-        total: Counter[tuple[str, str]] = Counter()
-        try:
-            for url in self.am_urls:
-                total.update(notification_counters(ctx.session, url, ctx.timeout))
-        except Exception as exc:
-            log.info("cannot read Alertmanager metrics: %s", type(exc).__name__)
-            return None
-        return total
-
-    def _wait_delivery(
-        self,
-        ctx: Context,
-        state: dict[str, Any],
-        capture: CaptureServer | None,
-        capture_error: str,
-        before: Counter[tuple[str, str]] | None,
-    ) -> Outcome:
-        s = ctx.settings
-        receivers: list[str] = state["receivers"]
-        if state["suppressed"]:
-            raise CheckError(f"the test alert is suppressed: {'; '.join(state['suppressed'])}")
-        try:
-            config = RunningConfig.parse(
-                str(get_status(ctx.session, self.am_urls[0], ctx.timeout)["config"]["original"])
-            )
-            expected = config.integrations(receivers)
-        except (CheckError, KeyError, TypeError):
-            expected = Counter()
-        wants_capture = s.capture_receiver in receivers
-        if wants_capture and capture is None:
-            raise CheckError(capture_error or "the capture receiver is not running")
-        if before is None:
-            expected = Counter()  # no metrics: only the capture receiver can tell
-        if not expected and not wants_capture:
-            raise CheckError(
-                f"nothing to deliver: the alert routes to {', '.join(receivers) or '(none)'}, with no "
-                f"integration to count and no route to the capture receiver {s.capture_receiver!r} "
-                "(see docs/pipeline-tester.md, 'End to end')"
-            )
-
-        started = time.monotonic()
-        deadline = started + s.e2e_timeout
-        seen_at: float | None = None
-        delivered: dict[str, tuple[int, int]] = {}
-        while True:
-            if wants_capture and capture is not None and seen_at is None:
-                hit = capture.find(RUN_LABEL, s.run_id)
-                if hit is not None:
-                    seen_at = hit.received_at - started
-            if expected and before is not None:
-                after = self._counters(ctx)
-                if after is not None:
-                    delivered = {kind: _delta(before, after, kind) for kind in expected}
-            metrics_done = len(delivered) == len(expected) and all(
-                ok >= expected[k] for k, (ok, _failed) in delivered.items()
-            )
-            if (seen_at is not None or not wants_capture) and (metrics_done or not expected):
-                break
-            if time.monotonic() >= deadline or ctx.cancel.is_set():
-                break
-            if capture is not None:
-                capture.wait(1.0)
-            else:
-                time.sleep(1.0)
-
-        waited = time.monotonic() - started
-        parts: list[str] = []
-        problems: list[str] = []
-        if wants_capture:
-            if seen_at is not None:
-                parts.append(f"capture receiver got it after {max(seen_at, 0):.1f}s")
-            else:
-                problems.append(
-                    f"nothing reached the capture receiver {s.capture_receiver!r} on "
-                    f"{s.capture_listen[0]}:{s.capture_listen[1]}"
-                )
-        for kind in sorted(expected):
-            ok, failed = delivered.get(kind, (0, 0))
-            text = f"{kind} {ok}/{expected[kind]} delivered"
-            if failed:
-                text += f", {failed} failed attempt{'s' if failed != 1 else ''}"
-            (parts if ok >= expected[kind] else problems).append(text)
-        data = {
-            "waited_s": round(waited, 1),
-            "receivers": receivers,
-            "expected_integrations": dict(expected),
-            "delivered": {k: {"ok": v[0], "failed_attempts": v[1]} for k, v in delivered.items()},
-            "capture_seen_after_s": round(seen_at, 1) if seen_at is not None else None,
-        }
-        if ctx.cancel.is_set():
-            problems.insert(0, "interrupted")
-        if problems:
-            hint = ""
-            if not parts and not any(failed for _ok, failed in delivered.values()):
-                hint = (
-                    " - nothing was even attempted: is the route's group_wait longer than --e2e-timeout, "
-                    "or did a test run in the last minutes leave its alert group waiting for group_interval?"
-                )
-            raise CheckError(
-                f"not delivered within {waited:.0f}s: {'; '.join(problems)}"
-                + (f" (ok: {'; '.join(parts)})" if parts else "")
-                + hint,
-                data,
-            )
-        note = " (Alertmanager counters are shared with other alerts)" if expected else ""
-        return Outcome(f"delivered: {'; '.join(parts)}{note}", data)
-
-
-def _delta(before: Counter[tuple[str, str]], after: Counter[tuple[str, str]], kind: str) -> tuple[int, int]:
-    requests_made = after[(_REQUESTS, kind)] - before[(_REQUESTS, kind)]
-    failed = after[(_FAILED, kind)] - before[(_FAILED, kind)]
-    return int(requests_made - failed), int(failed)

@@ -1,0 +1,282 @@
+"""The tester against real rollback agents (``rollback-agent serve``: gunicorn) and a real Alertmanager.
+
+Each agent has its own git repository with two releases, deployed with ``rollback-agent deploy``
+(the restart and status commands are ``true``), so its /test endpoint plans a real rollback; a
+second agent has only deployed its first release, so there is nothing to go back to: guards
+block. Alertmanager's rollback webhook goes to the first agent, with the right secret and with a
+wrong one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import yaml
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+TESTER = REPO / "scripts" / "test_alertmanager.py"
+SECRET = "agentWebhookSecret-4242"
+
+_spec = importlib.util.spec_from_file_location("repo_shared_fixtures", REPO / "tests" / "conftest.py")
+assert _spec and _spec.loader
+if _spec.name not in sys.modules:
+    sys.modules[_spec.name] = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(sys.modules[_spec.name])
+shared = sys.modules[_spec.name]
+free_port, require_tool = shared.free_port, shared.require_tool
+
+
+@dataclass
+class Agent:
+    url: str
+    config: Path
+    shas: list[str]  # the releases, oldest first
+
+
+def git(repo: Path, *args: str) -> str:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.test",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.test"}
+    return subprocess.run([require_tool("git"), "-C", str(repo), *args], check=True, capture_output=True,
+                          text=True, env=env).stdout.strip()
+
+
+def agent_cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "rollback_agent", *args, "--config", str(config)],
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+@contextlib.contextmanager
+def rollback_agent(root: Path, *, deploys: int) -> Iterator[Agent]:
+    """A real agent on 127.0.0.1: two releases in git, the first ``deploys`` of them deployed in turn."""
+    repo, state, etc = root / "app", root / "state", root / "etc"
+    for directory in (repo, state, etc):
+        directory.mkdir(parents=True)
+    git(repo, "init", "-q", "-b", "main")
+    shas = []
+    for release in ("v1", "v2"):
+        (repo / "VERSION").write_text(release + "\n")
+        git(repo, "add", "VERSION")
+        git(repo, "commit", "-q", "-m", f"release {release}")
+        shas.append(git(repo, "rev-parse", "HEAD"))
+    (etc / "webhook-secret").write_text(SECRET + "\n")
+    (etc / "webhook-secret").chmod(0o600)
+    port = free_port()
+    config = etc / "config.yml"
+    config.write_text(yaml.safe_dump({
+        "host": root.name,
+        "state_dir": str(state),
+        "auth": {"username": "alertmanager", "password_file": str(etc / "webhook-secret")},
+        "deployment": {"repo": str(repo), "ref": "refs/heads/deployed"},
+        "services": {"units": ["app.service"], "restart_command": ["true"], "status_command": ["true"]},
+        "scope": {"match_labels": {"service": "mita-api"}},
+        "server": {"bind": f"127.0.0.1:{port}", "workers": 1, "access_log": False},
+    }))
+    for sha in shas[:deploys]:
+        done = agent_cli(config, "deploy", sha)
+        assert done.returncode == 0, done.stdout + done.stderr
+    log = (root / "agent.log").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "rollback_agent", "serve", "--config", str(config)],
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            with contextlib.suppress(requests.RequestException):
+                if requests.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the agent did not start:\n{(root / 'agent.log').read_text()}")
+            time.sleep(0.1)
+        yield Agent(url, config, shas)
+    finally:
+        proc.terminate()  # gunicorn's master stops its workers
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
+    with rollback_agent(tmp_path_factory.mktemp("agents") / "app-ready", deploys=2) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def fresh_agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
+    with rollback_agent(tmp_path_factory.mktemp("agents") / "app-fresh", deploys=1) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def alertmanager(agent: Agent, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Routes team=rollback to the agent's webhook with the secret, team=wrong-secret with another."""
+    hook = f"{agent.url}/api/admin/rollback/trigger"
+
+    def auth(password: str) -> dict[str, Any]:
+        return {"basic_auth": {"username": "alertmanager", "password": password}}
+
+    config = {
+        "route": {"receiver": "null", "group_by": ["alertname"], "group_wait": "1s", "group_interval": "1s",
+                  "routes": [{"matchers": ['team="rollback"'], "receiver": "rollback-trigger"},
+                             {"matchers": ['team="wrong-secret"'], "receiver": "rollback-wrong-secret"}]},
+        "receivers": [
+            {"name": "null"},
+            {"name": "rollback-trigger", "webhook_configs": [{"url": hook, "http_config": auth(SECRET)}]},
+            {"name": "rollback-wrong-secret",
+             "webhook_configs": [{"url": hook, "http_config": auth("nope")}]},
+        ],
+    }
+    workdir = tmp_path_factory.mktemp("am")
+    (workdir / "alertmanager.yml").write_text(yaml.safe_dump(config))
+    port = free_port()
+    with (workdir / "alertmanager.log").open("w") as log:
+        proc = subprocess.Popen(
+            [require_tool("prometheus-alertmanager"), f"--config.file={workdir / 'alertmanager.yml'}",
+             f"--storage.path={workdir / 'data'}", f"--web.listen-address=127.0.0.1:{port}",
+             "--cluster.listen-address="], stdout=log, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                with contextlib.suppress(requests.RequestException):
+                    if requests.get(f"{url}/-/ready", timeout=1).status_code == 200:
+                        break
+                started = proc.poll() is None and time.monotonic() < deadline
+                assert started, (workdir / "alertmanager.log").read_text()
+                time.sleep(0.1)
+            yield url
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+@dataclass
+class Run:
+    rc: int
+    stdout: str
+    doc: dict[str, Any]
+
+    def check(self, name: str) -> dict[str, Any]:
+        [found] = [c for c in self.doc["checks"] if c["name"] == name]
+        return found
+
+
+def run_tester(args: str, secret: str | None = SECRET) -> Run:
+    env = {k: v for k, v in os.environ.items() if k != "ROLLBACK_WEBHOOK_SECRET"}
+    if secret is not None:
+        env["ROLLBACK_WEBHOOK_SECRET"] = secret
+    proc = subprocess.run([sys.executable, str(TESTER), *shlex.split(args), "--json"], capture_output=True,
+                          text=True, env=env, timeout=120, check=False)
+    for leaked in (SECRET, "nope-wrong-4242"):
+        assert leaked not in proc.stdout + proc.stderr
+    return Run(proc.returncode, proc.stdout, json.loads(proc.stdout))
+
+
+def label(agent: Agent) -> str:
+    return f"agent[{agent.url.removeprefix('http://')}]"
+
+
+def deployed_sha(agent: Agent) -> str:
+    answer = requests.get(f"{agent.url}/api/admin/rollback/status", auth=("alertmanager", SECRET), timeout=5)
+    return str(answer.json()["deployment"]["sha"])
+
+
+def test_agent_reports_its_plan_and_that_guards_allow_it(agent: Agent) -> None:
+    v1, v2 = agent.shas
+    run = run_tester(f"--only agents --api-url {agent.url}")
+    assert run.rc == 0, run.stdout
+    check = run.check(label(agent))
+    assert check["status"] == "PASS"
+    assert check["detail"].startswith(
+        f"CriticalErrorRate: would roll back {v2[:10]}→{v1[:10]}; restart app.service; guards allow it (")
+    version = check["data"]["status"]["version"]
+    assert check["detail"].endswith(f"[host app-ready, agent {version}, mode live, deployed {v2[:10]}]")
+    assert check["data"]["would"] == "accepted"
+    assert deployed_sha(agent) == v2  # /test executes nothing
+
+
+def test_agent_url_may_be_the_webhook_url_alertmanager_uses(agent: Agent) -> None:
+    run = run_tester(f"--only agents --api-url {agent.url}/api/admin/rollback/trigger")
+    assert run.rc == 0
+    assert run.check(label(agent))["status"] == "PASS"
+
+
+def test_wrong_secret_fails_with_401(agent: Agent) -> None:
+    run = run_tester(f"--only agents --api-url {agent.url}", secret="nope-wrong-4242")
+    assert run.rc == 1
+    check = run.check(label(agent))
+    assert check["status"] == "FAIL"
+    where = agent.url.removeprefix("http://")
+    assert check["detail"] == (f"{where} rejected the webhook secret (HTTP 401 for user 'alertmanager'): "
+                               "Alertmanager's rollback webhooks to this agent are refused too")
+
+
+def test_agent_refusing_the_alert_fails_with_its_reason(agent: Agent) -> None:
+    run = run_tester(f"--only agents --api-url {agent.url} --rollback-alert NotARollbackTrigger")
+    assert run.rc == 1
+    detail = run.check(label(agent))["detail"]
+    assert detail.startswith("agent would ignore NotARollbackTrigger: NotARollbackTrigger is not a rollback "
+                             "trigger (known: ")
+
+
+def test_missing_secret_skips_the_agents(agent: Agent) -> None:
+    run = run_tester(f"--only agents --api-url {agent.url}", secret=None)
+    assert run.rc == 0
+    assert run.check(label(agent))["status"] == "SKIP"
+    assert "$ROLLBACK_WEBHOOK_SECRET" in run.check(label(agent))["detail"]
+
+
+def test_blocked_guards_pass_unless_readiness_is_required(agent: Agent, fresh_agent: Agent) -> None:
+    run = run_tester(f"--only agents --api-url {agent.url} --api-url {fresh_agent.url}")
+    assert run.rc == 0, run.stdout
+    assert run.check(label(agent))["status"] == "PASS"
+    blocked = run.check(label(fresh_agent))
+    assert blocked["status"] == "PASS" and blocked["data"]["would"] == "blocked"
+    assert "guards BLOCK it: blocked by " in blocked["detail"], blocked["detail"]
+
+    strict = run_tester(f"--only agents --api-url {agent.url} --api-url {fresh_agent.url} "
+                        "--require-rollback-ready")
+    assert strict.rc == 1
+    assert strict.check(label(agent))["status"] == "PASS"
+    assert strict.check(label(fresh_agent))["status"] == "FAIL"
+    assert strict.check(label(fresh_agent))["detail"].endswith("(--require-rollback-ready)")
+
+
+def test_e2e_the_webhook_reaches_the_agent(agent: Agent, alertmanager: str) -> None:
+    v2 = agent.shas[1]
+    run = run_tester(f"--alertmanager-url {alertmanager} --api-url {agent.url} --only test-alert --e2e "
+                     "--test-alert PipelineToAgent --label team=rollback --e2e-timeout 30")
+    assert run.rc == 0, run.stdout
+    detail = run.check("e2e")["detail"]
+    assert detail.startswith("delivered: webhook 1/1 delivered; agent 127.0.0.1:"), detail
+    assert "got the webhook (ignored)" in detail  # not a rollback trigger, and out of the agent's scope
+    assert deployed_sha(agent) == v2
+
+
+def test_e2e_a_wrong_webhook_secret_in_alertmanager_fails(agent: Agent, alertmanager: str) -> None:
+    run = run_tester(f"--alertmanager-url {alertmanager} --api-url {agent.url} --only test-alert --e2e "
+                     "--test-alert PipelineWrongSecret --label team=wrong-secret --e2e-timeout 30")
+    assert run.rc == 1
+    detail = run.check("e2e")["detail"]
+    assert run.check("e2e")["status"] == "FAIL"
+    # (counters are per agent, not per alert: another alert's webhook may show up in the same window)
+    assert "refused the webhook (" in detail and "unauthorized" in detail, detail
+    assert run.check("e2e")["duration_s"] < 15  # a refusal is final: no waiting for the timeout
