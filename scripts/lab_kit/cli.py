@@ -123,12 +123,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         warn("the lab is not (fully) up: make lab")
         return 1
     step("deployments (rollback agents)")
+    shas = services.build_releases()["releases"] if services.RELEASES_REPO.exists() else {}
     for host in lab.group("app"):
         st = deploys.agent_status(lab, host)
         if st is None:
             warn(f"{host.name}: the agent does not answer")
             continue
-        info(deploys.describe_status(host.name, st))
+        info(deploys.describe_status(host.name, st, shas))
     step("captured notifications")
     counts: dict[str, int] = {}
     for m in services.messages(lab):

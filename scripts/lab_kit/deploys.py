@@ -38,23 +38,33 @@ def agent_status(lab: Lab, host: Host) -> dict[str, Any] | None:
 def current_sha(status: dict[str, Any] | None) -> str | None:
     if not status:
         return None
-    dep = status.get("deployment") or status.get("current_deployment") or {}
-    sha = dep.get("sha") if isinstance(dep, dict) else None
+    sha = (status.get("deployment") or {}).get("sha")
     return str(sha) if sha else None
 
 
-def describe_status(name: str, st: dict[str, Any]) -> str:
-    dep = st.get("deployment") or st.get("current_deployment") or {}
-    running = st.get("rollback_in_progress") or st.get("in_progress")
-    hist = st.get("history") or st.get("recent_rollbacks") or []
+def release_name(sha: str | None, shas: dict[str, str]) -> str:
+    for name, value in shas.items():
+        if value == sha:
+            return name
+    return (sha or "none")[:10]
+
+
+def describe_status(name: str, st: dict[str, Any], shas: dict[str, str] | None = None) -> str:
+    dep = st.get("deployment") or {}
+    running = st.get("in_progress")
+    hist = st.get("history") or []
+    sha = dep.get("sha")
     parts = [
-        f"{name}: sha {str(dep.get('sha') or '-')[:10]}",
-        f"alembic {dep.get('alembic_revision') or dep.get('revision') or '-'}",
-        f"mode {st.get('mode', '?')}",
-        f"rollbacks {len(hist)}",
+        f"{name}: {release_name(sha, shas or {})} ({str(sha or '-')[:10]})",
+        f"alembic {dep.get('alembic_revision') or '-'}",
+        f"mode {(st.get('agent') or {}).get('mode', '?')}",
+        f"incidents {len(hist)}" + (f" (last: {hist[0]['incident_id']} {hist[0]['status']})" if hist else ""),
     ]
+    if dep.get("bad"):
+        parts.append("MARKED BAD")
     if running:
-        parts.append(f"IN PROGRESS {running}")
+        parts.append(f"IN PROGRESS: {running.get('kind')} {running.get('incident_id', '')} "
+                     f"{running.get('phase', '')} {running.get('progress', '')}%")
     return ", ".join(parts)
 
 
