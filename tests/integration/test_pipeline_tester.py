@@ -812,3 +812,35 @@ def test_stopping_the_tester_during_e2e_still_resolves_the_alert(
     assert "; resolved" in out  # the test alert's own row: it was resolved
     assert "e2e          FAIL    not delivered within" in out and "interrupted" in out
     assert active_test_alerts(alertmanager.url) == []
+
+
+# =================================================================================================
+# playbooks/test-pipeline.yml: the same from an inventory
+# =================================================================================================
+def test_playbook_runs_the_tester_against_the_inventory(
+    capture: HTTPServer, alertmanager: Alertmanager, tmp_path: Path,
+) -> None:
+    port = alertmanager.url.rsplit(":", 1)[1]
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(json.dumps({"all": {"children": {"monitoring": {"hosts": {"mon1": {
+        "ansible_host": "127.0.0.1", "alertmanager_port": int(port),
+        "alertmanager_secret_pagerduty_critical_key": PD_CRITICAL,
+        "monitoring_pagerduty_url": capture.url_for("/v2/enqueue"),
+    }}}}}}))
+    env = clean_env(ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory),
+         str(REPO / "playbooks" / "test-pipeline.yml"), "-e", "pipeline_tester_severity=error"],
+        capture_output=True, text=True, env=env, timeout=180, check=False, cwd=REPO)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = " ".join(proc.stdout.split())  # the YAML callback folds long lines
+    assert "alertmanager | PASS | v0.25.0, up " in out
+    assert "test-alert | PASS | AlertPipelineTest (severity error) held by Alertmanager, routed to" in out
+    assert "pagerduty:critical | PASS | test event alert-pipeline-tester-" in out
+    assert "agents | SKIP | no rollback agent" in out
+    assert "OK: 3 passed, 0 failed, 4 skipped" in out
+    # the critical key went from the inventory to the tester through its environment
+    [trigger, _resolve] = [json.loads(r.get_data()) for r in posts(capture, "/v2/enqueue")]
+    assert trigger["routing_key"] == PD_CRITICAL
+    assert PD_CRITICAL not in proc.stdout + proc.stderr
+    assert active_test_alerts(alertmanager.url) == []
