@@ -37,11 +37,11 @@ def default_render(tmp_path_factory: pytest.TempPathFactory) -> Render:
 
 
 @pytest.fixture(scope="session")
-def production_render(tmp_path_factory: pytest.TempPathFactory) -> Render:
+def production_render(tmp_path_factory: pytest.TempPathFactory, default_render: Render) -> Render:
     """What `playbooks/render.yml` writes for the production inventory: the Alertmanager host's
     directory. Falls back to the fixture playbook only while playbooks/render.yml does not exist."""
     if not RENDER_PLAYBOOK.exists():
-        return render_fixture(tmp_path_factory.mktemp("production-fallback") / "render")
+        return default_render
     render_dir = tmp_path_factory.mktemp("production") / "render"
     proc = run_playbook(RENDER_PLAYBOOK, str(PRODUCTION_INVENTORY), render_dir)
     assert proc.returncode == 0, f"playbooks/render.yml failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}"
