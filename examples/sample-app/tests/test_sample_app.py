@@ -104,13 +104,18 @@ def test_v1_serves_users_transactions_balances_and_metrics(service_factory: Any,
     assert call("GET", f"{svc.url}/api/users/{user}/spending")[0] == 404  # a v2 feature
 
     text = metrics(svc.url)
-    assert sample(text, "http_requests_total", endpoint="/api/transactions", status="201") == 1
-    assert sample(text, "http_requests_total", endpoint="/api/transactions", status="400") == 1
-    assert sample(text, "http_request_duration_seconds_count", endpoint="/api/transactions") == 3
+    assert sample(text, "mita_http_requests_total", endpoint="/api/transactions", status="201") == 1
+    assert sample(text, "mita_http_requests_total", endpoint="/api/transactions", status="400") == 1
+    assert sample(text, "mita_http_request_duration_seconds_count", endpoint="/api/transactions") == 3
     assert sample(text, "mita_transactions_total", status="success") == 1
     assert sample(text, "mita_user_registrations_total", status="success") == 1
     assert sample(text, "mita_health_status", service="sample-test") == 1
-    assert sample(text, "mita_component_health", component="redis") == 1
+    assert sample(text, "mita_health_check_status", check="redis", critical="false") == 1
+    assert sample(text, "mita_health_checks_total", check="database", status="success") >= 1
+    assert sample(text, "mita_payments_total", status="success") == 1
+    assert sample(text, "mita_database_pool_size") == 10  # 2 workers x pool_size 5
+    assert sample(text, "mita_database_query_duration_seconds_count") > 0
+    assert sample(text, "mita_active_users_daily") == 1
 
 
 def test_v2_adds_categories_and_migration_0002(service_factory: Any, database: str) -> None:
@@ -136,7 +141,7 @@ def test_v3_fails_transactions_above_200_and_counts_them(service_factory: Any, d
     code, err = call("POST", f"{svc.url}/api/transactions", {"user_id": user, "amount": "250"})
     assert code == 500 and err == {"error": "internal_error", "detail": "LookupError"}
     text = metrics(svc.url)
-    assert sample(text, "http_requests_total", endpoint="/api/transactions", status="500") == 1
+    assert sample(text, "mita_http_requests_total", endpoint="/api/transactions", status="500") == 1
     assert sample(text, "mita_transactions_total", status="failed") == 1
 
 
@@ -149,8 +154,9 @@ def test_v3_slow_takes_over_a_second(service_factory: Any, database: str) -> Non
     assert time.monotonic() - start > 1.0
     text = metrics(svc.url)
     # the whole request lands above the 1 s bucket: p95 > 1 s for CriticalP95Latency
-    assert sample(text, "http_request_duration_seconds_bucket", endpoint="/api/transactions", le="1.0") == 0
-    assert sample(text, "http_request_duration_seconds_bucket", endpoint="/api/transactions", le="1.5") == 1
+    bucket = "mita_http_request_duration_seconds_bucket"
+    assert sample(text, bucket, endpoint="/api/transactions", le="1.0") == 0
+    assert sample(text, bucket, endpoint="/api/transactions", le="1.5") == 1
 
 
 @pytest.mark.parametrize("bad", ["v3", "v3-slow"])

@@ -78,7 +78,7 @@ def get_user(user_id: int) -> Response:
 def create_transaction() -> tuple[Response, int]:
     tx = parse(NewTransaction)
     try:
-        with engine().begin() as conn:
+        with metrics.TRANSACTION_DURATION.time(), engine().begin() as conn:
             if conn.execute(text("SELECT 1 FROM users WHERE id = :id"), {"id": tx.user_id}).first() is None:
                 metrics.TRANSACTIONS.labels("rejected").inc()
                 raise ApiError(404, "not_found", f"no user {tx.user_id}")
@@ -87,8 +87,10 @@ def create_transaction() -> tuple[Response, int]:
         raise
     except Exception:
         metrics.TRANSACTIONS.labels("failed").inc()
+        metrics.PAYMENTS.labels("failed").inc()
         raise
     metrics.TRANSACTIONS.labels("success").inc()
+    metrics.PAYMENTS.labels("success").inc()
     _forget_balance(tx.user_id)
     return jsonify(result), 201
 

@@ -20,7 +20,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["BALANCE_CACHE_TTL"] = settings.balance_cache_ttl
     engine = make_engine(settings)
     cache = make_redis(settings)
-    checker = HealthChecker(engine, cache)
+    checker = HealthChecker(engine, cache, observe=metrics.observe_check)
     app.extensions["sample_app.engine"] = engine
     app.extensions["sample_app.redis"] = cache
     app.extensions["sample_app.health"] = checker

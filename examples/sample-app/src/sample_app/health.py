@@ -46,9 +46,12 @@ def _timed(check: Callable[[], str]) -> ComponentHealth:
 
 
 class HealthChecker:
-    def __init__(self, engine: Engine, cache: redis.Redis) -> None:
+    def __init__(
+        self, engine: Engine, cache: redis.Redis, observe: Callable[[str, bool], None] | None = None
+    ) -> None:
         self.engine = engine
         self.cache = cache
+        self.observe = observe
 
     def _database(self) -> str:
         with self.engine.connect() as conn:
@@ -61,6 +64,9 @@ class HealthChecker:
 
     def check(self) -> HealthReport:
         components = {"database": _timed(self._database), "redis": _timed(self._redis)}
+        if self.observe is not None:
+            for name, comp in components.items():
+                self.observe(name, comp.healthy)
         if not components["database"].healthy:
             status = "unhealthy"
         elif all(c.healthy for c in components.values()):
@@ -68,3 +74,18 @@ class HealthChecker:
         else:
             status = "degraded"
         return HealthReport(status, components)
+
+    def active_users_daily(self) -> int | None:
+        """Users with a transaction in the last 24 hours (None when the database does not answer)."""
+        try:
+            with self.engine.connect() as conn:
+                return int(
+                    conn.execute(
+                        text(
+                            "SELECT COUNT(DISTINCT user_id) FROM transactions "
+                            "WHERE created_at > now() - interval '1 day'"
+                        )
+                    ).scalar_one()
+                )
+        except Exception:  # a failed query means no value this scrape, not a failed scrape
+            return None

@@ -17,6 +17,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
@@ -27,43 +28,86 @@ from prometheus_client.registry import Collector
 from sample_app.health import HealthChecker
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.4, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0)
+PREFIX = "mita_"  # monitoring_metrics_prefix of the rules (monitoring/METRICS.md)
 
 HTTP_REQUESTS = Counter(
-    "http_requests_total",
+    f"{PREFIX}http_requests_total",
     "HTTP requests handled, by method, route template and status code.",
     ["method", "endpoint", "status"],
     registry=None,
 )
 HTTP_DURATION = Histogram(
-    "http_request_duration_seconds",
+    f"{PREFIX}http_request_duration_seconds",
     "Time to handle an HTTP request, by method and route template.",
     ["method", "endpoint"],
     buckets=LATENCY_BUCKETS,
     registry=None,
 )
 TRANSACTIONS = Counter(
-    "mita_transactions_total",
-    "Payment transactions processed, by outcome (success|failed).",
+    f"{PREFIX}transactions_total",
+    "Payment transactions processed, by outcome (success|failed|rejected).",
+    ["status"],
+    registry=None,
+)
+TRANSACTION_DURATION = Histogram(
+    f"{PREFIX}transaction_duration_seconds",
+    "Time to process one payment transaction (validation to commit).",
+    buckets=LATENCY_BUCKETS,
+    registry=None,
+)
+PAYMENTS = Counter(
+    f"{PREFIX}payments_total",
+    "Payments (money movements) by outcome (success|failed).",
     ["status"],
     registry=None,
 )
 REGISTRATIONS = Counter(
-    "mita_user_registrations_total",
-    "User registrations, by outcome (success|failed).",
+    f"{PREFIX}user_registrations_total",
+    "User registrations, by outcome (success|failed|rejected).",
     ["status"],
     registry=None,
 )
 DB_ERRORS = Counter(
-    "mita_database_connection_errors_total",
+    f"{PREFIX}database_connection_errors_total",
     "Failures to reach PostgreSQL from request handlers.",
     registry=None,
 )
 REDIS_ERRORS = Counter(
-    "mita_redis_connection_errors_total",
+    f"{PREFIX}redis_connection_errors_total",
     "Failures to reach Redis from request handlers.",
     registry=None,
 )
-APP_METRICS = (HTTP_REQUESTS, HTTP_DURATION, TRANSACTIONS, REGISTRATIONS, DB_ERRORS, REDIS_ERRORS)
+DB_QUERY_DURATION = Histogram(
+    f"{PREFIX}database_query_duration_seconds",
+    "Time of one SQL statement.",
+    buckets=LATENCY_BUCKETS,
+    registry=None,
+)
+DB_POOL_CONNECTIONS = Gauge(
+    f"{PREFIX}database_pool_connections",
+    "Connections of the database pools, by state (in_use|idle), summed over workers.",
+    ["state"],
+    multiprocess_mode="livesum",
+    registry=None,
+)
+DB_POOL_SIZE = Gauge(
+    f"{PREFIX}database_pool_size",
+    "Configured size of the database pools, summed over workers.",
+    multiprocess_mode="livesum",
+    registry=None,
+)
+HEALTH_CHECKS = Counter(
+    f"{PREFIX}health_checks_total",
+    "Health check runs by check and outcome (success|failure).",
+    ["check", "status"],
+    registry=None,
+)
+APP_METRICS = (
+    HTTP_REQUESTS, HTTP_DURATION, TRANSACTIONS, TRANSACTION_DURATION, PAYMENTS, REGISTRATIONS, DB_ERRORS,
+    REDIS_ERRORS, DB_QUERY_DURATION, DB_POOL_CONNECTIONS, DB_POOL_SIZE, HEALTH_CHECKS,
+)
+# Which checks the service cannot work without (label critical="true").
+CRITICAL_CHECKS = frozenset({"database"})
 
 # Paths that are not application traffic: scraped or probed every few seconds.
 UNTRACKED = frozenset({"/metrics"})
@@ -72,7 +116,7 @@ bp = Blueprint("metrics", __name__)
 
 
 class HealthCollector(Collector):
-    """Runs the health checks when Prometheus scrapes."""
+    """Runs the health checks when Prometheus scrapes, and reports the business gauges."""
 
     def __init__(self, checker: HealthChecker, service: str) -> None:
         self.checker = checker
@@ -81,30 +125,40 @@ class HealthCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         report = self.checker.check()
         overall = GaugeMetricFamily(
-            "mita_health_status",
+            f"{PREFIX}health_status",
             "Overall health: 1 healthy, 0.5 degraded, 0 unhealthy.",
             labels=["service"],
         )
         overall.add_metric([self.service], report.score)
         yield overall
-        healthy = GaugeMetricFamily(
-            "mita_component_health", "1 when the component check passes, else 0.", labels=["component"]
+        status = GaugeMetricFamily(
+            f"{PREFIX}health_check_status",
+            "Per check: 1 healthy, 0.5 degraded, 0 unhealthy.",
+            labels=["check", "critical"],
         )
         duration = GaugeMetricFamily(
-            "mita_component_check_duration_seconds",
-            "How long the last check of the component took.",
-            labels=["component"],
+            f"{PREFIX}health_check_duration_seconds",
+            "How long the last run of the check took.",
+            labels=["check"],
         )
         for name, comp in report.components.items():
-            healthy.add_metric([name], 1.0 if comp.healthy else 0.0)
+            critical = "true" if name in CRITICAL_CHECKS else "false"
+            status.add_metric([name, critical], 1.0 if comp.healthy else 0.0)
             duration.add_metric([name], comp.duration)
-        yield healthy
+        yield status
         yield duration
         yield GaugeMetricFamily(
-            "mita_health_check_timestamp_seconds",
+            f"{PREFIX}health_check_timestamp_seconds",
             "Unix time of the last health check.",
             value=time.time(),
         )
+        dau = self.checker.active_users_daily() if report.components["database"].healthy else None
+        if dau is not None:
+            yield GaugeMetricFamily(
+                f"{PREFIX}active_users_daily",
+                "Users with at least one transaction in the last 24 hours.",
+                value=dau,
+            )
 
 
 def _endpoint() -> str:
@@ -129,6 +183,10 @@ def _record(response: Response) -> Response:
 def metrics() -> Response:
     registry: CollectorRegistry = current_app.extensions["sample_app.registry"]
     return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+
+
+def observe_check(check: str, healthy: bool) -> None:
+    HEALTH_CHECKS.labels(check, "success" if healthy else "failure").inc()
 
 
 def init_app(app: Flask, checker: HealthChecker, service: str) -> None:
