@@ -7,8 +7,8 @@ import threading
 from urllib.parse import quote, urlsplit
 
 MASK = "***"
-# Shorter values would mask ordinary words; no real webhook secret or key is this short.
-_MIN_SECRET_LENGTH = 4
+# Every secret is masked, however short (a one-letter secret makes the output odd, not leaky).
+_MIN_SECRET_LENGTH = 1
 
 
 class Secret:
