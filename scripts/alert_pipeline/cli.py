@@ -39,7 +39,8 @@ log = logging.getLogger(TOOL_NAME)
 
 EPILOG = """\
 checks: alertmanager, slack, email, pagerduty (pagerduty:critical, pagerduty:error), agents,
-test-alert, e2e (only with --e2e). --only/--skip take these names, repeated or comma-separated.
+test-alert, e2e (with --e2e or --only e2e). --only/--skip take these names, repeated or
+comma-separated.
 
 secrets (never printed): each comes from --NAME, --NAME-file PATH, its environment variable or
 --secrets-dir DIR, in that order: SLACK_WEBHOOK_URL, SENDGRID_API_KEY, PAGERDUTY_CRITICAL_KEY,

@@ -595,6 +595,21 @@ def test_email_auth_failure_fails_with_the_server_answer(smtp: SmtpCapture) -> N
     assert len(smtp.mails) == before
 
 
+def test_email_to_a_local_capture_without_auth_says_the_key_was_not_checked() -> None:
+    capture = SmtpCapture(port=free_port())
+    controller = Controller(_Handler(capture), hostname="127.0.0.1", port=capture.port)  # no AUTH at all
+    controller.start()
+    try:
+        base_args = f"--only email --smarthost 127.0.0.1:{capture.port} --email-to sre@example.test"
+        run = run_tester(f"{base_args} --smtp-security none", env=clean_env(SENDGRID_API_KEY=SENDGRID_KEY))
+        assert run.rc == 0, run.stdout
+        assert run.detail("email").endswith(
+            "(plain text, no TLS; the server offers no AUTH: the API key was not checked)")
+        assert len(capture.mails) == 1 and capture.mails[0].login == ""
+    finally:
+        controller.stop()
+
+
 def test_email_without_recipient_skips_with_the_reason() -> None:
     run = run_tester("--only email", env=clean_env(SENDGRID_API_KEY=SENDGRID_KEY))
     assert run.rc == 0
