@@ -617,6 +617,35 @@ def test_email_without_recipient_skips_with_the_reason() -> None:
 
 
 # =================================================================================================
+# Agents answering with errors (the real agent: test_pipeline_tester_agents.py)
+# =================================================================================================
+def test_an_agent_answering_an_error_fails_with_its_json_error(capture: HTTPServer) -> None:
+    capture.clear()
+    capture.expect_request("/api/admin/rollback/test", method="POST").respond_with_json(
+        {"error": "service_unavailable", "detail": "state database is locked"}, status=503)
+    run = run_tester(f"--only agents --api-url {base(capture)} --timeout 1",
+                     env=clean_env(ROLLBACK_WEBHOOK_SECRET=ROLLBACK_SECRET))
+    assert run.rc == 1
+    name = f"agent[{capture.host}:{capture.port}]"
+    assert run.detail(name) == ("agent refused the test of CriticalErrorRate: HTTP 503: service_unavailable: "
+                                "state database is locked")
+    [request, *retries] = posts(capture, "/api/admin/rollback/test")
+    assert len(retries) == 2  # 503 is retried: the test endpoint executes nothing
+    assert request.authorization is not None
+    credentials = (request.authorization.username, request.authorization.password)
+    assert credentials == ("alertmanager", ROLLBACK_SECRET)
+    assert json.loads(request.get_data()) == {"alert_name": "CriticalErrorRate"}
+
+    capture.clear()
+    capture.expect_request("/api/admin/rollback/test").respond_with_data("<html>Not Found</html>", 404)
+    not_an_agent = run_tester(f"--only agents --api-url {base(capture)}",
+                              env=clean_env(ROLLBACK_WEBHOOK_SECRET=ROLLBACK_SECRET))
+    assert not_an_agent.rc == 1
+    assert not_an_agent.detail(name) == f"{capture.host}:{capture.port} has no /api/admin/rollback/test: " \
+        "not a rollback agent?"
+
+
+# =================================================================================================
 # Secrets: where they come from, skips, never printed
 # =================================================================================================
 def test_missing_secrets_skip_and_fail_on_skip_makes_that_exit_1() -> None:
