@@ -28,8 +28,7 @@ NEGATIVE = [
     (m, p)
     for m, p in OPERATIONS
     if "requestBody" in DOCUMENT["paths"][p][m.lower()]
-    or (DOCUMENT["paths"][p][m.lower()].get("parameters")
-    and not p.endswith("{incident_id}"))
+    or (DOCUMENT["paths"][p][m.lower()].get("parameters") and not p.endswith("{incident_id}"))
 ]
 CASES = [(m, p, GenerationMode.POSITIVE) for m, p in OPERATIONS] + [
     (m, p, GenerationMode.NEGATIVE) for m, p in NEGATIVE

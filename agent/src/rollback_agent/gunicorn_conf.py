@@ -39,6 +39,7 @@ access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
 errorlog = "-"
 loglevel = _config.log_level
 capture_output = True
+control_socket_disable = True  # gunicorn's runtime control socket is not needed (and $HOME may be read-only)
 if _config.server.certfile is not None and _config.server.keyfile is not None:
     certfile = str(_config.server.certfile)
     keyfile = str(_config.server.keyfile)

@@ -287,10 +287,10 @@ class Agent:
         self, candidates: list[dict[str, Any]], items: list[dict[str, Any]], payload: WebhookPayload
     ) -> Decision:
         try:
-            lock = self.lock().acquire("rollback", "deciding")
+            lock = self.lock().acquire("decision", "on a webhook")
         except LockBusyError as busy:
             running = self.in_progress()
-            if running and running.get("kind") == "rollback":
+            if running and running.get("kind") == "rollback" and running.get("incident_id"):
                 reason = (
                     f"rollback {running['incident_id']} is running (phase {running['phase']}, "
                     f"{running['progress']}%)"

@@ -1,0 +1,240 @@
+"""The agent under a real gunicorn, as systemd runs it: concurrency, worker restarts, kill -9."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+from conftest import SECRET, AgentEnv, payload
+
+pytestmark = pytest.mark.agent
+
+AUTH = ("alertmanager", SECRET)
+
+
+def free_port() -> int:
+    with contextlib.closing(socket.socket()) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Gunicorn:
+    """`gunicorn -c python:rollback_agent.gunicorn_conf rollback_agent.wsgi:app`, the documented command."""
+
+    def __init__(self, env: AgentEnv, workers: int = 4) -> None:
+        self.env = env
+        self.port = free_port()
+        env.write_config(server={"bind": f"127.0.0.1:{self.port}", "workers": workers, "access_log": False})
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log = env.root / "gunicorn.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Gunicorn:
+        environ = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+        environ["ROLLBACK_AGENT_CONFIG"] = str(self.env.config_path)
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "gunicorn",
+                    "-c",
+                    "python:rollback_agent.gunicorn_conf",
+                    "rollback_agent.wsgi:app",
+                ],
+                env=environ,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.log.read_text()
+            with contextlib.suppress(requests.RequestException):
+                if requests.get(self.base + "/healthz", timeout=1).status_code == 200:
+                    return self
+            time.sleep(0.1)
+        raise AssertionError("gunicorn did not come up:\n" + self.log.read_text())
+
+    def workers(self) -> list[int]:
+        assert self.proc is not None
+        out = subprocess.run(
+            ["ps", "-o", "pid=", "--ppid", str(self.proc.pid)], capture_output=True, text=True
+        )
+        return [int(p) for p in out.stdout.split()]
+
+    def kill9(self) -> None:
+        """kill -9 of the whole agent: master, workers and the background rollback process."""
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+
+    def get(self, path: str) -> requests.Response:
+        return requests.get(self.base + path, auth=AUTH, timeout=10)
+
+    def trigger(self, body: dict | None = None) -> requests.Response:
+        return requests.post(
+            self.base + "/api/admin/rollback/trigger", json=body or payload(), auth=AUTH, timeout=30
+        )
+
+
+@pytest.fixture
+def gunicorn(agent_env):
+    server = Gunicorn(agent_env)
+    yield server
+    server.stop()
+    sleepers = agent_env.control / "sleepers"
+    if sleepers.exists():
+        for pid in sleepers.read_text().split():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(int(pid), signal.SIGKILL)
+
+
+def metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.split(" ")[0] == name:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_fifty_identical_webhooks_make_exactly_one_rollback(agent_env, gunicorn) -> None:
+    env = agent_env
+    gunicorn.start()
+    barrier = threading.Barrier(50)
+
+    def send(_: int) -> requests.Response:
+        barrier.wait()
+        return gunicorn.trigger()
+
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        responses = list(pool.map(send, range(50)))
+    bodies = [r.json() for r in responses]
+    statuses = Counter(b["status"] for b in bodies)
+    assert statuses["accepted"] == 1, statuses
+    assert set(statuses) <= {"accepted", "duplicate", "in_progress", "blocked"}, statuses
+    assert all(
+        r.status_code == (202 if b["status"] == "accepted" else 200)
+        for r, b in zip(responses, bodies, strict=True)
+    )
+    incident_id = next(b["incident_id"] for b in bodies if b["status"] == "accepted")
+    assert env.wait_incident(incident_id)["status"] == "success"
+    assert env.restarts() == ["restart app.service", "restart worker.service"]
+    executed = env.sql("SELECT count(*) FROM incidents WHERE status NOT IN ('blocked', 'dry_run')")
+    assert executed == [(1,)]
+    assert env.sql("SELECT count(*) FROM webhooks") == [(50,)]
+    # Metrics add up across the four workers and the rollback process.
+    text = gunicorn.get("/metrics").text
+    total = sum(metric(text, f'rollback_agent_webhooks_total{{outcome="{s}"}}') for s in statuses)
+    assert total == 50
+    assert metric(text, 'rollback_agent_rollbacks_total{result="success"}') == 1
+    assert metric(text, "rollback_agent_rollback_duration_seconds_count") == 1
+    assert metric(text, "rollback_agent_rollback_in_progress") == 0
+
+
+def test_rollback_survives_worker_restarts(agent_env, gunicorn) -> None:
+    env = agent_env
+    env.control_file("sleep-restart", "3")
+    gunicorn.start()
+    response = gunicorn.trigger()
+    assert response.status_code == 202
+    incident_id = response.json()["incident_id"]
+    time.sleep(0.5)
+    old_workers = gunicorn.workers()
+    assert gunicorn.proc is not None
+    os.kill(gunicorn.proc.pid, signal.SIGHUP)  # gunicorn replaces every worker
+    for pid in old_workers:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and set(gunicorn.workers()) & set(old_workers):
+        time.sleep(0.1)
+    assert not set(gunicorn.workers()) & set(old_workers)
+    status = gunicorn.get("/api/admin/rollback/status").json()
+    assert status["in_progress"]["incident_id"] == incident_id  # a new worker sees it running
+    incident = env.wait_incident(incident_id)
+    assert incident["status"] == "success", incident
+    assert env.deployed_sha() == env.shas["v2"]
+
+
+def test_kill_9_mid_rollback_is_interrupted_on_restart(agent_env, gunicorn) -> None:
+    env = agent_env
+    env.control_file("sleep-restart", "60")
+    gunicorn.start()
+    incident_id = gunicorn.trigger().json()["incident_id"]
+    deadline = time.monotonic() + 30
+    sleepers = env.control / "sleepers"
+    while time.monotonic() < deadline:
+        status = gunicorn.get("/api/admin/rollback/status").json()
+        if (status["in_progress"] or {}).get("phase") == "application" and sleepers.exists():
+            break  # the restart command is running
+        time.sleep(0.1)
+    assert status["in_progress"]["progress"] == 60
+    gunicorn.kill9()
+    for pid in sleepers.read_text().split():  # systemd would kill the unit's cgroup
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(int(pid), signal.SIGKILL)
+    env.server.messages.clear()
+
+    gunicorn.start()
+    status = gunicorn.get("/api/admin/rollback/status").json()
+    assert status["in_progress"] is None
+    item = next(i for i in status["history"] if i["incident_id"] == incident_id)
+    assert item["status"] == item["result"] == "interrupted"
+    assert item["failed_step"] == "application"
+    assert "the agent stopped while the rollback was in phase 'application'" in item["error"]
+    text = env.server.wait_for("interrupted")
+    assert incident_id in text and "rollback-agent rollback --to" in text
+    # A new alert can be handled again (the lock is free), within the guards.
+    again = gunicorn.trigger(payload("CriticalP95Latency", fingerprint="fp-latency")).json()
+    assert again["status"] == "blocked" and "cooldown" in again["reason"]
+
+
+def test_config_error_stops_gunicorn_with_the_key_named(agent_env) -> None:
+    env = agent_env
+    env.write_config(guards={"cooldwn": "5m"})
+    environ = {**os.environ, "ROLLBACK_AGENT_CONFIG": str(env.config_path)}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-c",
+            "python:rollback_agent.gunicorn_conf",
+            "rollback_agent.wsgi:app",
+        ],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode != 0
+    assert "unknown key 'cooldwn' in 'guards' (did you mean 'cooldown'?)" in proc.stderr
+
+
+def test_metrics_dir_is_private_to_the_agent(agent_env, gunicorn) -> None:
+    gunicorn.start()
+    metrics_dir = Path(agent_env.state_dir / "metrics")
+    assert metrics_dir.is_dir()
+    assert agent_env.sql("PRAGMA journal_mode") == [("wal",)]
+    mode = (agent_env.state_dir / "state.db").stat().st_mode & 0o777
+    assert mode & 0o007 == 0, oct(mode)
