@@ -123,6 +123,15 @@ def write_recorder(control: Path) -> Path:
     return script
 
 
+def alive(pid: int) -> bool:
+    """Running (a zombie waiting for a parent that does not reap it counts as dead)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in ("Z", "X")
+
+
 def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(base)
     for key, value in extra.items():

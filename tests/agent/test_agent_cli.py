@@ -10,6 +10,7 @@ import sys
 import time
 
 import pytest
+from conftest import alive
 from rollback_agent.cli import main
 
 pytestmark = pytest.mark.agent
@@ -114,9 +115,7 @@ def test_sigterm_stops_a_manual_rollback_and_records_it(agent_env) -> None:
     data = json.loads(out)
     assert data["result"] == "interrupted" and data["failed_step"] == "application"
     assert "received SIGTERM" in data["error"]
-    for pid in (env.control / "sleepers").read_text().split():
-        with pytest.raises(ProcessLookupError):
-            os.kill(int(pid), 0)
+    assert not any(alive(int(pid)) for pid in (env.control / "sleepers").read_text().split())
     assert not env.agent().in_progress()
 
 

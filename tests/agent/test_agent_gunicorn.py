@@ -99,8 +99,8 @@ class Gunicorn:
 
 
 @pytest.fixture
-def gunicorn(agent_env):
-    server = Gunicorn(agent_env)
+def gunicorn(agent_env, request):
+    server = Gunicorn(agent_env, workers=getattr(request, "param", 2))
     yield server
     server.stop()
     sleepers = agent_env.control / "sleepers"
@@ -117,6 +117,7 @@ def metric(text: str, name: str) -> float:
     return 0.0
 
 
+@pytest.mark.parametrize("gunicorn", [4], indirect=True)
 def test_fifty_identical_webhooks_make_exactly_one_rollback(agent_env, gunicorn) -> None:
     env = agent_env
     gunicorn.start()
