@@ -84,4 +84,3 @@ def stripped_rules(default_render: Render, tmp_path_factory: pytest.TempPathFact
                 rule.pop("annotations", None)
         (out / path.name).write_text(yaml.safe_dump(doc, sort_keys=False))
     return out
-

@@ -34,8 +34,13 @@ COMPONENT_RECEIVER = {
 def routes_test(amtool: str, config: str, labels: dict[str, str], expected: list[str]) -> None:
     """`amtool config routes test --verify.receivers=...`: exits non-zero on a mismatch."""
     cmd = [
-        amtool, "config", "routes", "test", f"--config.file={config}",
-        f"--verify.receivers={','.join(expected)}", *(f"{k}={v}" for k, v in labels.items()),
+        amtool,
+        "config",
+        "routes",
+        "test",
+        f"--config.file={config}",
+        f"--verify.receivers={','.join(expected)}",
+        *(f"{k}={v}" for k, v in labels.items()),
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     got = f"{proc.stdout.strip()} {proc.stderr.strip()}"
@@ -44,39 +49,89 @@ def routes_test(amtool: str, config: str, labels: dict[str, str], expected: list
 
 # The outcomes of issue 5, as label sets an alert carries.
 OUTCOMES = [
-    pytest.param({"alertname": "CriticalMemoryUsage", "severity": "critical", "component": "infrastructure"},
-                 ["critical-alerts"], id="critical"),
-    pytest.param({"alertname": "CriticalErrorRate", "severity": "critical", "component": "api",
-                  "rollback": "true"},
-                 ["rollback-trigger", "critical-alerts"], id="critical-rollback"),
-    pytest.param({"alertname": "MitaDatabaseConnectionIssues", "severity": "critical",
-                  "component": "database", "rollback": "true"},
-                 ["rollback-trigger", "database-alerts", "critical-alerts"], id="critical-rollback-database"),
-    pytest.param({"alertname": "TransactionProcessingFailure", "severity": "critical", "component": "finance",
-                  "rollback": "true"},
-                 ["rollback-trigger", "finance-alerts", "critical-alerts"], id="critical-rollback-finance"),
-    pytest.param({"alertname": "MitaComponentUnhealthy", "severity": "error", "component": "system"},
-                 ["error-alerts"], id="error"),
-    pytest.param({"alertname": "HighErrorRate", "severity": "warning", "component": "api"},
-                 ["warning-alerts"], id="warning"),
-    pytest.param({"alertname": "Watchdog", "severity": "info", "component": "monitoring"},
-                 ["blackhole"], id="info"),
-    pytest.param({"alertname": "DatabaseConnectionsHigh", "severity": "warning", "component": "database"},
-                 ["database-alerts", "warning-alerts"], id="database-warning"),
-    pytest.param({"alertname": "DatabaseDown", "severity": "critical", "component": "database"},
-                 ["database-alerts", "critical-alerts"], id="database-critical"),
-    pytest.param({"alertname": "AuthenticationBruteForce", "severity": "error", "component": "security"},
-                 ["security-alerts", "error-alerts"], id="security-error"),
-    pytest.param({"alertname": "RevenueProcessingIssue", "severity": "critical", "component": "finance"},
-                 ["finance-alerts", "critical-alerts"], id="finance-critical"),
-    pytest.param({"alertname": "RollbackFailed", "severity": "critical", "component": "deployment"},
-                 ["deployment-alerts", "critical-alerts"], id="deployment-critical"),
-    pytest.param({"alertname": "AnyDatabaseInfo", "severity": "info", "component": "database"},
-                 ["blackhole"], id="database-info-notifies-no-one"),
-    pytest.param({"alertname": "NotATrigger", "severity": "warning", "component": "api", "rollback": "true"},
-                 ["warning-alerts"], id="rollback-label-needs-critical"),
-    pytest.param({"alertname": "RuleWithoutSeverity", "component": "api"},
-                 ["warning-alerts"], id="unknown-severity-falls-back-to-slack"),
+    pytest.param(
+        {"alertname": "CriticalMemoryUsage", "severity": "critical", "component": "infrastructure"},
+        ["critical-alerts"],
+        id="critical",
+    ),
+    pytest.param(
+        {"alertname": "CriticalErrorRate", "severity": "critical", "component": "api", "rollback": "true"},
+        ["rollback-trigger", "critical-alerts"],
+        id="critical-rollback",
+    ),
+    pytest.param(
+        {
+            "alertname": "MitaDatabaseConnectionIssues",
+            "severity": "critical",
+            "component": "database",
+            "rollback": "true",
+        },
+        ["rollback-trigger", "database-alerts", "critical-alerts"],
+        id="critical-rollback-database",
+    ),
+    pytest.param(
+        {
+            "alertname": "TransactionProcessingFailure",
+            "severity": "critical",
+            "component": "finance",
+            "rollback": "true",
+        },
+        ["rollback-trigger", "finance-alerts", "critical-alerts"],
+        id="critical-rollback-finance",
+    ),
+    pytest.param(
+        {"alertname": "MitaComponentUnhealthy", "severity": "error", "component": "system"},
+        ["error-alerts"],
+        id="error",
+    ),
+    pytest.param(
+        {"alertname": "HighErrorRate", "severity": "warning", "component": "api"},
+        ["warning-alerts"],
+        id="warning",
+    ),
+    pytest.param(
+        {"alertname": "Watchdog", "severity": "info", "component": "monitoring"}, ["blackhole"], id="info"
+    ),
+    pytest.param(
+        {"alertname": "DatabaseConnectionsHigh", "severity": "warning", "component": "database"},
+        ["database-alerts", "warning-alerts"],
+        id="database-warning",
+    ),
+    pytest.param(
+        {"alertname": "DatabaseDown", "severity": "critical", "component": "database"},
+        ["database-alerts", "critical-alerts"],
+        id="database-critical",
+    ),
+    pytest.param(
+        {"alertname": "AuthenticationBruteForce", "severity": "error", "component": "security"},
+        ["security-alerts", "error-alerts"],
+        id="security-error",
+    ),
+    pytest.param(
+        {"alertname": "RevenueProcessingIssue", "severity": "critical", "component": "finance"},
+        ["finance-alerts", "critical-alerts"],
+        id="finance-critical",
+    ),
+    pytest.param(
+        {"alertname": "RollbackFailed", "severity": "critical", "component": "deployment"},
+        ["deployment-alerts", "critical-alerts"],
+        id="deployment-critical",
+    ),
+    pytest.param(
+        {"alertname": "AnyDatabaseInfo", "severity": "info", "component": "database"},
+        ["blackhole"],
+        id="database-info-notifies-no-one",
+    ),
+    pytest.param(
+        {"alertname": "NotATrigger", "severity": "warning", "component": "api", "rollback": "true"},
+        ["warning-alerts"],
+        id="rollback-label-needs-critical",
+    ),
+    pytest.param(
+        {"alertname": "RuleWithoutSeverity", "component": "api"},
+        ["warning-alerts"],
+        id="unknown-severity-falls-back-to-slack",
+    ),
 ]
 
 
@@ -203,6 +258,7 @@ def in_interval(interval: dict[str, Any], when: datetime) -> bool:
             return False
     if "times" in interval:
         minute = local.hour * 60 + local.minute
+
         def minutes(hhmm: str) -> int:
             hours, mins = hhmm.split(":")
             return int(hours) * 60 + int(mins)

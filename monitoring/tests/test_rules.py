@@ -85,7 +85,7 @@ def test_every_alert_has_the_labels_and_annotations(default_render: Render) -> N
         if "$value" not in notes.get("description", ""):
             problems.append(f"{name}: the description does not show the measured value")
         if "rollback" in labels and labels["rollback"] != "true":
-            problems.append(f"{name}: rollback label must be \"true\" or absent")
+            problems.append(f'{name}: rollback label must be "true" or absent')
     assert not problems, "\n".join(problems)
 
 
