@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import git
+from git.refs.symbolic import SymbolicReference
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +60,15 @@ class Deployment:
 
     # --- reading -------------------------------------------------------------------------------
     def current_sha(self) -> str | None:
-        """The sha the deployment ref points at, or None when the ref does not exist yet."""
+        """The sha the deployment ref points at, or None when the ref does not exist yet.
+
+        Read from the ref files (loose or packed) without starting git: the webhook path calls it.
+        """
         try:
-            return self.repo.git.rev_parse("--verify", "--quiet", f"{self.ref}^{{commit}}").strip() or None
-        except git.GitCommandError:
+            sha = SymbolicReference.dereference_recursive(self.repo, self.ref)
+        except (ValueError, OSError):
             return None
+        return sha if sha and len(sha) == 40 else None
 
     def head_sha(self) -> str | None:
         try:

@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -105,20 +106,33 @@ class Store:
         self.path = path
         self.retention = retention or RetentionConfig()
         self._ready = False
+        self._connections: dict[tuple[int, int], sqlite3.Connection] = {}
 
     # --- plumbing ---------------------------------------------------------------------------------
     @contextlib.contextmanager
     def connect(self) -> Iterator[sqlite3.Connection]:
+        """This thread's connection, opened once per process and thread.
+
+        Kept open on purpose: closing the last connection to a WAL database checkpoints and
+        removes the WAL file, which would cost milliseconds on every webhook.
+        """
         if not self._ready:
             self.initialize()
-        conn = sqlite3.connect(self.path, timeout=15.0, isolation_level=None)
-        try:
+        key = (os.getpid(), threading.get_ident())
+        conn = self._connections.get(key)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=15.0, isolation_level=None)
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("PRAGMA synchronous=NORMAL")
-            yield conn
-        finally:
-            conn.close()
+            self._connections[key] = conn
+        yield conn
+
+    def close(self) -> None:
+        for key, conn in list(self._connections.items()):
+            if key[0] == os.getpid():
+                conn.close()
+            self._connections.pop(key, None)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
