@@ -232,10 +232,35 @@ def test_config_error_stops_gunicorn_with_the_key_named(agent_env) -> None:
     assert "unknown key 'cooldwn' in 'guards' (did you mean 'cooldown'?)" in proc.stderr
 
 
-def test_metrics_dir_is_private_to_the_agent(agent_env, gunicorn) -> None:
-    gunicorn.start()
-    metrics_dir = Path(agent_env.state_dir / "metrics")
-    assert metrics_dir.is_dir()
-    assert agent_env.sql("PRAGMA journal_mode") == [("wal",)]
-    mode = (agent_env.state_dir / "state.db").stat().st_mode & 0o777
-    assert mode & 0o007 == 0, oct(mode)
+def test_serve_command_runs_the_same_gunicorn(agent_env) -> None:
+    env = agent_env
+    port = free_port()
+    env.write_config(server={"bind": f"127.0.0.1:{port}", "workers": 1})
+    environ = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rollback_agent", "--config", str(env.config_path), "serve"],
+        env=environ,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with contextlib.suppress(requests.RequestException):
+                health = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                if health.status_code == 200:
+                    break
+            assert proc.poll() is None
+            time.sleep(0.1)
+        assert health.json()["host"] == "app1"
+        cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes().split(b"\0")
+        assert (
+            b"gunicorn" in cmdline and b"python:rollback_agent.gunicorn_conf" in cmdline
+        )  # exec'd, same pid
+        assert (env.state_dir / "metrics").is_dir()
+        mode = (env.state_dir / "state.db").stat().st_mode & 0o777
+        assert mode & 0o007 == 0, oct(mode)  # nothing for other users
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(20)

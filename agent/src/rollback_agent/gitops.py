@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import git
 from git.refs.symbolic import SymbolicReference
 
 log = logging.getLogger(__name__)
+_SHA = re.compile(r"[0-9a-f]{40}")
 
 
 class GitError(Exception):
@@ -62,13 +64,33 @@ class Deployment:
     def current_sha(self) -> str | None:
         """The sha the deployment ref points at, or None when the ref does not exist yet.
 
-        Read from the ref files (loose or packed) without starting git: the webhook path calls it.
+        Read straight from the ref file or packed-refs (no git process, no path resolution):
+        the webhook path asks for it on every request.
         """
+        git_dir = Path(self.repo.git_dir)
         try:
-            sha = SymbolicReference.dereference_recursive(self.repo, self.ref)
-        except (ValueError, OSError):
+            text = (git_dir / self.ref).read_text(encoding="ascii").strip()
+        except FileNotFoundError:
+            text = ""
+        except OSError:
             return None
-        return sha if sha and len(sha) == 40 else None
+        if _SHA.fullmatch(text):
+            return text
+        if text.startswith("ref:"):  # a symbolic ref: let GitPython follow it
+            try:
+                sha = SymbolicReference.dereference_recursive(self.repo, self.ref)
+            except (ValueError, OSError):
+                return None
+            return sha if _SHA.fullmatch(sha or "") else None
+        try:
+            packed = (git_dir / "packed-refs").read_text(encoding="ascii")
+        except OSError:
+            return None
+        for line in packed.splitlines():
+            sha, _, name = line.partition(" ")
+            if name == self.ref and _SHA.fullmatch(sha):
+                return sha
+        return None
 
     def head_sha(self) -> str | None:
         try:
