@@ -135,3 +135,25 @@ def test_busy_lock_gives_exit_code_5(agent_env) -> None:
         result = agent_env.deploy("v2")
     assert result.result == "busy" and result.exit_code == 5
     assert "rollback INC-test is running" in (result.error or "")
+
+
+def test_deploy_fetches_new_releases_from_the_remote(agent_env, tmp_path) -> None:
+    import git
+
+    env = agent_env
+    upstream = tmp_path / "upstream"
+    git.Repo.clone_from(str(env.repo), str(upstream)).close()
+    sha = add_release(upstream, "v4", {"app.py": 'VERSION = "v4"\n'})
+    repo = git.Repo(env.repo)
+    repo.create_remote("origin", str(upstream))
+    repo.close()
+    env.write_config(deployment={"remote": "origin"})
+    result = env.deploy("v4")
+    assert result.result == "deployed" and result.sha == sha, result.as_dict()
+    assert env.app_version() == "v4"
+    # A branch name means the remote's branch, not a stale local one.
+    sha5 = add_release(upstream, "v5", {"app.py": 'VERSION = "v5"\n'})
+    result = env.deploy("main")
+    assert result.result == "deployed" and result.sha == sha5
+    # The deploy pushed the ref to the remote (GitOps).
+    assert git.Repo(upstream).git.rev_parse("refs/heads/deployed") == sha5

@@ -337,7 +337,7 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
     try:
         return Config.model_validate({**data, "source": source})
     except ValidationError as exc:
-        problems = [_describe(e) for e in exc.errors(include_url=False)]
+        problems = [_describe(dict(e)) for e in exc.errors(include_url=False)]
         raise ConfigError(source, sorted(dict.fromkeys(problems))) from None
 
 

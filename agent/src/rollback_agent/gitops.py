@@ -99,21 +99,24 @@ class Deployment:
             return None
 
     def resolve(self, rev: str, fetch: bool = False, timeout: float = 60.0) -> str:
-        """Full sha of a commit named by ``rev`` (sha, tag, branch); fetches from the remote if asked."""
-        if not rev or rev.startswith("-"):
+        """Full sha of a commit named by ``rev`` (sha, tag, branch).
+
+        With ``fetch`` and a remote configured, fetch first and prefer the remote's branch of that
+        name over a possibly stale local one.
+        """
+        if not rev or rev.startswith("-") or any(c.isspace() for c in rev):
             raise GitError(f"invalid revision {rev!r}")
-        try:
-            return self.repo.git.rev_parse("--verify", "--quiet", f"{rev}^{{commit}}").strip()
-        except git.GitCommandError:
-            pass
+        candidates = [rev]
         if fetch and self.remote:
             self.fetch(timeout)
-            for candidate in (rev, f"{self.remote}/{rev}"):
-                try:
-                    return self.repo.git.rev_parse("--verify", "--quiet", f"{candidate}^{{commit}}").strip()
-                except git.GitCommandError:
-                    continue
-        raise GitError(f"{rev!r} is not a commit of {self.path}")
+            candidates.insert(0, f"refs/remotes/{self.remote}/{rev}")
+        for candidate in candidates:
+            try:
+                return str(self.repo.git.rev_parse("--verify", "--quiet", f"{candidate}^{{commit}}").strip())
+            except git.GitCommandError:
+                continue
+        where = f"{self.path}" + (f" or {self.remote}" if fetch and self.remote else "")
+        raise GitError(f"{rev!r} is not a commit of {where}")
 
     def commit_info(self, sha: str) -> CommitInfo | None:
         try:
@@ -150,7 +153,9 @@ class Deployment:
         if tree.type != "tree":
             return {}
         return {
-            blob.path: bytes(blob.data_stream.read()) for blob in tree.blobs if blob.name.endswith(suffix)
+            str(blob.path): bytes(blob.data_stream.read())
+            for blob in tree.blobs
+            if blob.name.endswith(suffix)
         }
 
     # --- changing --------------------------------------------------------------------------------

@@ -178,19 +178,24 @@ def _choose_target(agent: Agent, plan: Plan, current: str, to: str | None) -> Gu
         source = f"{target[:10]} (asked for)"
     else:
         bad = store.bad_shas()
-        target = None
-        for record in store.healthy_releases():
-            if record.sha != current and record.sha not in bad:
-                target = record.sha
+        found: str | None = None
+        for candidate in store.healthy_releases():
+            if candidate.sha != current and candidate.sha not in bad:
+                found = candidate.sha
                 break
-        if target is None:
+        if found is None:
             return Guard(
                 "target_release", False, "no earlier healthy release in the deploy ledger to go back to"
             )
+        target = found
         source = f"{target[:10]} (the most recent earlier healthy release)"
     plan.to_sha = target
     info = agent.deployment.commit_info(target)
-    plan.to_subject = info.subject if info else None
+    if info is None:
+        return Guard(
+            "target_release", False, f"release {target[:10]} is no longer in {agent.config.deployment.repo}"
+        )
+    plan.to_subject = info.subject
     if agent.migrations is None:
         plan.to_revision_source = "none"
         return Guard("target_release", True, source)
