@@ -122,6 +122,9 @@ def test_deploy_cli_json_and_exit_codes(agent_env) -> None:
     assert data["result"] == "deployed" and data["changed"] is True and data["exit_code"] == 0
     assert data["sha"] == env.shas["v2"] and data["previous_sha"] == env.shas["v3"]
     assert data["revision"] == "b2000002"
+    # An older release: the schema was stepped down from the live tree before the checkout.
+    assert env.db_revision() == "b2000002" and env.db_tables() == TABLES["v2"]
+    assert [s["step"] for s in data["steps"]][:3] == ["resolve", "downgrade", "checkout"]
     assert "checkout" in proc.stderr  # progress goes to stderr with --json
     proc = subprocess.run([*cmd, "deploy", "v2", "--json"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and json.loads(proc.stdout)["changed"] is False
