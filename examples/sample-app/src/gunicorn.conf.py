@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 bind = os.environ.get("BIND", "0.0.0.0:8000")
@@ -15,6 +16,11 @@ accesslog = None
 errorlog = "-"
 loglevel = "info"
 wsgi_app = "sample_app:create_app()"
+
+
+def on_starting(server: Any) -> None:
+    """Record the master's start time for process_start_time_seconds (multiprocess mode)."""
+    os.environ.setdefault("SAMPLE_APP_STARTED_AT", str(time.time()))
 
 
 def child_exit(server: Any, worker: Any) -> None:

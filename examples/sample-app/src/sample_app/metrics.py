@@ -108,6 +108,22 @@ APP_METRICS = (
 )
 # Which checks the service cannot work without (label critical="true").
 CRITICAL_CHECKS = frozenset({"database"})
+# Set by gunicorn's master (gunicorn.conf.py on_starting) and inherited by the workers.
+START_ENV = "SAMPLE_APP_STARTED_AT"
+
+
+def initialise_series() -> None:
+    """Create the label values known at start-up at 0: rate() cannot see a series' first increment."""
+    for status in ("success", "failed", "rejected"):
+        TRANSACTIONS.labels(status)
+        REGISTRATIONS.labels(status)
+    for status in ("success", "failed"):
+        PAYMENTS.labels(status)
+    for check in ("database", "redis"):
+        for status in ("success", "failed"):
+            HEALTH_CHECKS.labels(check, status)
+    for state in ("in_use", "idle"):
+        DB_POOL_CONNECTIONS.labels(state)
 
 # Paths that are not application traffic: scraped or probed every few seconds.
 UNTRACKED = frozenset({"/metrics"})
@@ -124,13 +140,11 @@ class HealthCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         report = self.checker.check()
-        overall = GaugeMetricFamily(
+        yield GaugeMetricFamily(
             f"{PREFIX}health_status",
-            "Overall health: 1 healthy, 0.5 degraded, 0 unhealthy.",
-            labels=["service"],
+            "Overall health: 1 healthy, 0.5 degraded, 0 unhealthy (the verdict of /health).",
+            value=report.score,
         )
-        overall.add_metric([self.service], report.score)
-        yield overall
         status = GaugeMetricFamily(
             f"{PREFIX}health_check_status",
             "Per check: 1 healthy, 0.5 degraded, 0 unhealthy.",
@@ -152,6 +166,13 @@ class HealthCollector(Collector):
             "Unix time of the last health check.",
             value=time.time(),
         )
+        started = os.environ.get(START_ENV)
+        if started:
+            yield GaugeMetricFamily(
+                "process_start_time_seconds",
+                "Start time of the service (the gunicorn master) since the epoch, in seconds.",
+                value=float(started),
+            )
         dau = self.checker.active_users_daily() if report.components["database"].healthy else None
         if dau is not None:
             yield GaugeMetricFamily(
@@ -186,7 +207,7 @@ def metrics() -> Response:
 
 
 def observe_check(check: str, healthy: bool) -> None:
-    HEALTH_CHECKS.labels(check, "success" if healthy else "failure").inc()
+    HEALTH_CHECKS.labels(check, "success" if healthy else "failed").inc()
 
 
 def init_app(app: Flask, checker: HealthChecker, service: str) -> None:
@@ -199,6 +220,7 @@ def init_app(app: Flask, checker: HealthChecker, service: str) -> None:
             registry.register(metric)
     registry.register(HealthCollector(checker, service))
     app.extensions["sample_app.registry"] = registry
+    initialise_series()
     app.before_request(_start_timer)
     app.after_request(_record)
     app.register_blueprint(bp)
