@@ -75,6 +75,8 @@ def summarize_slack(body: dict[str, Any]) -> dict[str, Any]:
             title = title or str(att.get("title") or att.get("fallback") or "")
             color = color or str(att.get("color") or "")
             texts.append(str(att.get("text") or ""))
+            if att.get("footer"):
+                texts.append(str(att["footer"]))
             fields = [f for f in att.get("fields") or [] if isinstance(f, dict)]
             texts += [f"{f.get('title')}: {f.get('value')}" for f in fields]
     for block in body.get("blocks") or []:

@@ -1,0 +1,200 @@
+"""End to end on the lab: a bad release under load is rolled back by the product itself.
+
+Real Prometheus (mon1, mon2) evaluates the rules on the sample service's metrics, real
+Alertmanager (a two-node cluster) routes the alert to `rollback-trigger`, the real agents on
+app1 and app2 roll back (app1 with the database), and the capture server records what Slack,
+PagerDuty and email would have received. Each incident runs once per module (fixtures) and the
+tests check its outcome from every side.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import urllib.request
+from typing import Any
+
+import pytest
+from conftest import in_host
+from lab_kit import deploys, incident, services
+from lab_kit.inventory import Lab
+
+pytestmark = pytest.mark.e2e
+
+INCIDENT_TIMEOUT = 480
+
+
+def ensure_good(lab: Lab, shas: dict[str, str]) -> None:
+    """Every app host on v2 (the previous test may have left something else)."""
+    current = {h.name: deploys.current_sha(deploys.agent_status(lab, h)) for h in lab.group("app")}
+    if any(sha != shas["v2"] for sha in current.values()):
+        assert deploys.deploy(lab, "v2", force=True, quiet=True) == 0, f"could not put v2 back: {current}"
+
+
+def wait_cooldown(lab: Lab) -> None:
+    """Let the agents' cooldown (lab: 30 s) pass since their last rollback."""
+    cooldown = max(
+        (deploys.agent_status(lab, h) or {}).get("guards", {}).get("cooldown", 0) for h in lab.group("app")
+    )
+    last = 0.0
+    for h in lab.group("app"):
+        for inc in (deploys.agent_status(lab, h) or {}).get("history") or []:
+            last = max(last, inc.get("ended_at") or 0)
+    delay = last + cooldown + 2 - time.time()
+    if delay > 0:
+        time.sleep(delay)
+
+
+def new_incidents(report: incident.Report, host: str) -> list[dict[str, Any]]:
+    return list(report.incidents.get(host, {}).values())
+
+
+@pytest.fixture(scope="module")
+def v3(lab: Lab, shas: dict[str, str]) -> incident.Report:
+    ensure_good(lab, shas)
+    wait_cooldown(lab)
+    report = incident.run(lab, "v3", timeout=INCIDENT_TIMEOUT, quiet_load=True)
+    time.sleep(20)  # Alertmanager resends while the alert resolves: give duplicates time to arrive
+    return report
+
+
+def test_prometheus_fires_and_alertmanager_routes_to_rollback_trigger(v3: incident.Report) -> None:
+    assert v3.alert == "CriticalErrorRate"
+    assert "pending" in v3.marks and "firing" in v3.marks, v3.events
+    assert v3.marks["pending"] <= v3.marks["firing"]
+    assert "rollback-trigger" in v3.am_receivers, v3.am_receivers
+    assert "critical-alerts" in v3.am_receivers, v3.am_receivers
+
+
+def test_both_agents_roll_back_exactly_once(lab: Lab, v3: incident.Report) -> None:
+    assert v3.success, v3.reason
+    for host in ("app1", "app2"):
+        incs = new_incidents(v3, host)
+        executed = [i for i in incs if i["status"] not in ("blocked", "dry_run")]
+        assert len(executed) == 1, f"{host}: {incs}"
+        assert executed[0]["result"] == "success"
+        assert executed[0]["from_sha"] == v3.bad_sha and executed[0]["to_sha"] == v3.good_sha
+        # every later webhook of the same alert was recognised, none started another rollback
+        st = deploys.agent_status(lab, lab.hosts[host]) or {}
+        later = [
+            i
+            for i in st.get("history") or []
+            if i["incident_id"] not in {x["incident_id"] for x in incs}
+            and (i.get("created_at") or 0) > v3.started_at
+        ]
+        assert not [i for i in later if i["status"] not in ("blocked", "dry_run")], later
+
+
+def test_app1_downgrades_the_database_and_app2_does_not(v3: incident.Report) -> None:
+    (app1,) = [i for i in new_incidents(v3, "app1") if i["result"]]
+    (app2,) = [i for i in new_incidents(v3, "app2") if i["result"]]
+    assert (app1["from_revision"], app1["to_revision"]) == ("0003", "0002")
+    phases1 = {p["name"]: p for p in app1["phases"]}
+    assert phases1["database"]["status"] in ("success", "done", "ok"), phases1["database"]
+    phases2 = {p["name"]: p for p in app2["phases"]}
+    assert "database" not in phases2 or phases2["database"]["status"] in ("skipped", "not_needed"), phases2
+    assert {"application"} <= set(phases1) and {"application"} <= set(phases2)
+
+
+def test_hosts_run_v2_with_the_deployment_ref_moved(
+    lab: Lab, v3: incident.Report, shas: dict[str, str]
+) -> None:
+    for host in lab.group("app"):
+        ref = in_host(host, "git", "-C", "/srv/sample-app", "rev-parse", "refs/heads/deployed").stdout.strip()
+        head = in_host(host, "git", "-C", "/srv/sample-app", "rev-parse", "HEAD").stdout.strip()
+        assert ref == head == shas["v2"], host.name
+        with urllib.request.urlopen(f"http://{host.address}:8000/version", timeout=5) as resp:
+            assert json.loads(resp.read())["release"] == "v2"
+
+
+def test_database_is_at_v2s_revision(lab: Lab, v3: incident.Report) -> None:
+    out = in_host(
+        lab.hosts["app1"],
+        "runuser",
+        "-u",
+        "postgres",
+        "--",
+        "psql",
+        "-At",
+        "-d",
+        "sampleapp",
+        "-c",
+        "SELECT version_num FROM alembic_version",
+    ).stdout.strip()
+    assert out == "0002"
+    columns = in_host(
+        lab.hosts["app1"],
+        "runuser",
+        "-u",
+        "postgres",
+        "--",
+        "psql",
+        "-At",
+        "-d",
+        "sampleapp",
+        "-c",
+        "SELECT column_name FROM information_schema.columns WHERE table_name='transactions'",
+    )
+    assert "fee" not in columns.stdout.split() and "category" in columns.stdout.split()
+
+
+def test_units_restarted_and_healthy(lab: Lab, v3: incident.Report) -> None:
+    for host in lab.group("app"):
+        (inc,) = [i for i in new_incidents(v3, host.name) if i["result"]]
+        show = in_host(
+            host,
+            "systemctl",
+            "show",
+            "sample-app.service",
+            "-p",
+            "ActiveState",
+            "-p",
+            "ExecMainStartTimestamp",
+            "--timestamp=unix",
+        ).stdout
+        props = dict(line.split("=", 1) for line in show.split("\n") if "=" in line)
+        assert props["ActiveState"] == "active"
+        started = float(props["ExecMainStartTimestamp"].lstrip("@"))
+        assert started >= inc["started_at"] - 1, f"{host.name}: the unit was not restarted by the rollback"
+        with urllib.request.urlopen(f"http://{host.address}:8000/health", timeout=5) as resp:
+            assert json.loads(resp.read())["status"] == "healthy"
+
+
+def test_the_alert_resolves(lab: Lab, v3: incident.Report) -> None:
+    assert "resolved" in v3.marks, v3.events
+    url = f"http://127.0.0.1:{lab.hosts['mon1'].port('prometheus')}/api/v1/alerts"
+    alerts = incident.get_json(url)["data"]["alerts"]
+    assert not [a for a in alerts if a["labels"]["alertname"] == "CriticalErrorRate"]
+
+
+def test_slack_shows_every_phase_with_one_incident_id(lab: Lab, v3: incident.Report) -> None:
+    msgs = [m for m in services.messages(lab, "slack") if m["meta"]["path"] == "/slack/rollback-agent"]
+    for host, wanted in (
+        ("app1", ["initiated", "database", "application", "success"]),
+        ("app2", ["initiated", "application", "success"]),
+    ):
+        (inc,) = [i for i in new_incidents(v3, host) if i["result"]]
+        mine = [m for m in msgs if inc["incident_id"] in m["text"]]
+        kinds = [m["raw"]["attachments"][0]["footer"].split("· ")[-1] for m in mine]
+        positions = [kinds.index(k) for k in wanted if k in kinds]
+        assert positions == sorted(positions) and len(positions) == len(wanted), f"{host}: {kinds}"
+        ids = {i for m in mine for i in re.findall(r"INC-[A-Za-z0-9-]+", m["text"])}
+        assert ids == {inc["incident_id"]}, ids
+        assert re.search(r"\[#+\.*\]|█", mine[0]["text"]) or "Progress" in mine[0]["text"]
+
+
+def test_the_critical_alert_also_reached_pagerduty_and_email(lab: Lab, v3: incident.Report) -> None:
+    after = v3.started_at
+    pd = [m for m in services.messages(lab, "pagerduty") if m["time"] >= after]
+    mail = [m for m in services.messages(lab, "email") if m["time"] >= after]
+    assert any("CriticalErrorRate" in json.dumps(m["raw"]) for m in pd), [m["title"] for m in pd]
+    assert any("CriticalErrorRate" in (m["title"] + m["text"]) for m in mail), [m["title"] for m in mail]
+
+
+def test_deploying_v3_again_is_refused_without_force(lab: Lab, v3: incident.Report) -> None:
+    proc = in_host(lab.hosts["app1"], "/usr/local/sbin/rollback-agent", "deploy", "v3", check=False)
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert "bad" in (proc.stdout + proc.stderr).lower()
+    st = deploys.agent_status(lab, lab.hosts["app1"]) or {}
+    assert st["deployment"]["sha"] == v3.good_sha  # nothing moved
