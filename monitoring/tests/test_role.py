@@ -111,7 +111,10 @@ def test_lab_style_offhours_and_slack_url_overrides(render_with: Callable[..., R
         monitoring_offhours_weekend=False,
         monitoring_slack_api_url="http://127.0.0.1:9999/slack",
         monitoring_config_rule_categories=["api_performance"],
+        monitoring_blackbox_health_body_regexp='"status"\\s*:\\s*"healthy"',
     )
+    modules = yaml.safe_load(render.blackbox_yml.read_text())["modules"]  # validated by --config.check
+    assert modules["http_health"]["http"]["fail_if_body_not_matches_regexp"] == ['"status"\\s*:\\s*"healthy"']
     config = render.alertmanager()
     assert config["global"]["slack_api_url"] == "http://127.0.0.1:9999/slack"
     assert "slack_api_url_file" not in config["global"]
