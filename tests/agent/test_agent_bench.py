@@ -140,7 +140,7 @@ def test_benchmark(agent_env) -> None:
     # 3. Rollback wall time against its raw commands.
     env.write_config(dry_run=False, guards={"cooldown": "1s", "max_rollbacks_per_day": 100})
     agent = Gunicorn(env, workers=2).start()
-    walls, raws = [], []
+    walls, raws, breakdowns = [], [], []
     try:
         for _ in range(ROUNDS):
             sent = time.time()
@@ -153,6 +153,13 @@ def test_benchmark(agent_env) -> None:
             incident = env.wait_incident(response.json()["incident_id"])
             assert incident["status"] == "success", incident
             walls.append(incident["ended_at"] - sent)
+            phases = incident["phases"]
+            breakdowns.append(
+                {
+                    "decision + process start": phases[0]["started_at"] - sent,
+                    **{p["name"]: p["ended_at"] - p["started_at"] for p in phases},
+                }
+            )
             assert env.deploy("v3", force=True).result == "deployed"
             time.sleep(1.1)  # the 1 s cooldown of this benchmark
             steps = raw_rollback(env)
@@ -170,6 +177,8 @@ def test_benchmark(agent_env) -> None:
         + ", ".join(f"{k} {v:.2f}" for k, v in steps.items())
         + ")",
         f"  overhead: {wall - raw:.2f} s (target < 1 s)",
+        "  where the agent's time went (median s): "
+        + ", ".join(f"{k} {statistics.median(b[k] for b in breakdowns):.2f}" for k in breakdowns[0]),
         "",
     ]
     print("\n".join(lines))
