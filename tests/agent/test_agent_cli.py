@@ -35,6 +35,15 @@ def test_check_config_ok_and_broken(agent_env, capsys) -> None:
     code, _, err = run(agent_env, capsys, "check-config")
     assert code == 2
     assert "unknown key 'max_rollback_per_day' in 'guards' (did you mean 'max_rollbacks_per_day'?)" in err
+    # --json keeps its shape for a broken file too: one failed "config" check per problem.
+    code, out, _ = run(agent_env, capsys, "check-config", "--json")
+    data = json.loads(out)
+    assert code == 2 and data["ok"] is False
+    assert data["checks"][0]["name"] == "config" and "max_rollback_per_day" in data["checks"][0]["detail"]
+    agent_env.secret_file.unlink()
+    agent_env.write_config(guards={"max_rollback_per_day": None})
+    code, out, _ = run(agent_env, capsys, "check-config", "--json")
+    assert code == 2 and "auth.password_file: cannot read" in json.loads(out)["checks"][0]["detail"]
 
 
 def test_config_from_the_environment_variable(agent_env, capsys, monkeypatch) -> None:

@@ -264,3 +264,21 @@ def test_serve_command_runs_the_same_gunicorn(agent_env) -> None:
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(20)
+
+
+@pytest.mark.parametrize("gunicorn", [1], indirect=True)
+def test_sighup_makes_new_workers_read_the_configuration_again(agent_env, gunicorn) -> None:
+    gunicorn.start()
+    assert requests.get(gunicorn.base + "/healthz", timeout=5).json()["mode"] == "live"
+    old_workers = gunicorn.workers()
+    agent_env.write_config(dry_run=True)
+    assert gunicorn.proc is not None
+    os.kill(gunicorn.proc.pid, signal.SIGHUP)
+    deadline = time.monotonic() + 20
+    mode = "live"
+    while time.monotonic() < deadline and mode != "dry_run":
+        time.sleep(0.2)
+        with contextlib.suppress(requests.RequestException):
+            mode = requests.get(gunicorn.base + "/healthz", timeout=5).json()["mode"]
+    assert mode == "dry_run"
+    assert not set(gunicorn.workers()) & set(old_workers)

@@ -117,8 +117,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    config = _load(args)
-    agent = _agent(config)
+    try:
+        config = load_config(args.config)
+        agent = _agent(config)
+    except (ConfigError, CliError) as exc:
+        # With --json the answer keeps its shape: one failed "config" check per problem.
+        problems = exc.problems if isinstance(exc, ConfigError) else [str(exc)]
+        source = exc.source if isinstance(exc, ConfigError) else args.config
+        failed = {
+            "ok": False,
+            "config": source,
+            "problems": problems,
+            "checks": [{"name": "config", "ok": False, "detail": p} for p in problems],
+        }
+        if not args.json:
+            raise CliError(exc.render() if isinstance(exc, ConfigError) else str(exc), EXIT_USAGE) from None
+        print(json.dumps(failed, indent=2))
+        return EXIT_USAGE
+    _refuse_wrong_user(config)
     checks = agent.checks()
     ok = all(c["ok"] for c in checks)
     data = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from rollback_agent import metrics
@@ -35,7 +35,8 @@ def register(app: Flask) -> None:
         detail = exc.description or exc.name
         if status == 413:
             detail = f"the body is larger than {app.config['MAX_CONTENT_LENGTH']} bytes"
-            metrics.WEBHOOKS.labels(outcome="too_large").inc()
+            if request.endpoint == "webhook.trigger":
+                metrics.WEBHOOKS.labels(outcome="too_large").inc()
         response, code = error_response(status, detail)
         if status == 405 and exc.get_response().headers.get("Allow"):
             response.headers["Allow"] = exc.get_response().headers["Allow"]
@@ -44,5 +45,6 @@ def register(app: Flask) -> None:
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> tuple[Response, int]:
         log.exception("unexpected error")
-        metrics.WEBHOOKS.labels(outcome="error").inc()
+        if request.endpoint == "webhook.trigger":
+            metrics.WEBHOOKS.labels(outcome="error").inc()
         return error_response(500, f"internal error ({type(exc).__name__}); see the agent's log")
