@@ -7,6 +7,7 @@ without the webhook URL and counted in ``rollback_agent_notifications_total``.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import queue
 import threading
@@ -160,6 +161,8 @@ class Notifier:
         body = render(event, self.config.channel, self.config.username)
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
+                if self._thread is None:  # a worker that exits gives queued messages a few seconds
+                    atexit.register(self.flush, 5.0)
                 self._thread = threading.Thread(target=self._loop, name="slack-notifier", daemon=True)
                 self._thread.start()
             self._pending += 1
