@@ -12,6 +12,7 @@ import contextlib
 import importlib.util
 import json
 import os
+import re
 import shlex
 import signal
 import socket
@@ -177,7 +178,8 @@ global:
 route:
   receiver: "null"
   group_by: [alertname, severity]
-  group_wait: 1s
+  # longer than a test alert lives without --e2e, even on a loaded machine: those stay silent
+  group_wait: 4s
   group_interval: 1s
   repeat_interval: 1h
   routes:
@@ -185,6 +187,7 @@ route:
     - matchers: ['pipeline_test="true"']
       receiver: pipeline-tester
       group_by: ['...']
+      group_wait: 1s
       continue: true
     - {{matchers: ['team="broken"'], receiver: broken-alerts}}
     - {{matchers: ['severity="critical"'], receiver: critical-alerts}}
@@ -193,7 +196,7 @@ route:
 receivers:
   - name: "null"
   - name: pipeline-tester
-    webhook_configs: [{{url: "http://127.0.0.1:{capture_port}/", send_resolved: true}}]
+    webhook_configs: [{{url: "http://127.0.0.1:{capture_port}/", send_resolved: false}}]
   - name: critical-alerts
     slack_configs:
       - api_url: {http}/services/T0AM/B0AM/amSlack
@@ -770,7 +773,11 @@ def test_dry_run_prints_the_plan_and_sends_nothing(
     assert "SMTP 127.0.0.1:" in out and "(plain text, no TLS, AUTH as 'apikey')" in out
     assert "would route to pipeline-tester, critical-alerts" in out
     assert f"[e2e] listen on http://127.0.0.1:{alertmanager.capture_port}/" in out
-    assert capture.log == [] and len(smtp.mails) == mails and active_test_alerts(alertmanager.url) == []
+    assert posts(capture, SLACK_PATH) == []
+    pd_events = [json.loads(r.get_data()) for r in posts(capture, "/v2/enqueue")]
+    assert not [e for e in pd_events if e["routing_key"] == PD_CRITICAL]
+    assert not [m for m in smtp.mails[mails:] if m.mail_from == "alerts@example.test"]
+    assert active_test_alerts(alertmanager.url) == []
 
     doc = run_tester(f"--alertmanager-url {alertmanager.url} --dry-run", env=clean_env(**SECRET_ENV)).doc
     assert doc is not None and doc["dry_run"] is True and doc["ok"] is True
@@ -794,8 +801,12 @@ def test_e2e_the_notification_reaches_every_integration(
     detail = run.detail("e2e")
     assert run.status("e2e") == "PASS", detail
     assert detail.startswith("delivered: capture receiver got it after ")
-    for kind in ("email", "pagerduty", "slack", "webhook"):
-        assert f"{kind} 1/1 delivered" in detail
+    # Alertmanager's counters are shared with every alert, so another test's notification can add
+    # to them: at least one delivery each (the capture receiver above is the exact evidence).
+    delivered = run.check("e2e")["data"]["delivered"]
+    assert set(delivered) == {"email", "pagerduty", "slack", "webhook"}
+    assert all(counts["ok"] >= 1 for counts in delivered.values()), delivered
+    assert re.search(r"email \d+/1 delivered; pagerduty \d+/1 delivered; slack \d+/1 delivered", detail)
     # What Alertmanager itself sent through its real integrations:
     slack = [json.loads(r.get_data()) for r in posts(capture, "/services/T0AM/B0AM/amSlack")]
     assert [m["attachments"][0]["title"] for m in slack] == ["[firing] PipelineE2E"]
@@ -809,13 +820,13 @@ def test_e2e_the_notification_reaches_every_integration(
 
 def test_e2e_a_failing_integration_fails_with_its_name(alertmanager: Alertmanager) -> None:
     run = run_tester(f"--alertmanager-url {alertmanager.url} --only test-alert --e2e "
-                     "--test-alert PipelineBroken --label team=broken --e2e-timeout 6 "
+                     "--test-alert PipelineBroken --label team=broken --e2e-timeout 8 "
                      f"--capture-listen 127.0.0.1:{alertmanager.capture_port}")
     assert run.rc == 1
     assert run.status("test-alert") == "PASS"
     detail = run.detail("e2e")
     assert run.status("e2e") == "FAIL"
-    assert detail.startswith("not delivered within 6s: slack 0/1 delivered, "), detail
+    assert re.match(r"not delivered within \d+s: slack 0/1 delivered, \d+ failed attempts? ", detail), detail
     assert "failed attempt" in detail and "(ok: capture receiver got it after " in detail
     assert active_test_alerts(alertmanager.url) == []
 
