@@ -78,6 +78,7 @@ class SmtpCapture:
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802
         creds = session.auth_data
+        assert isinstance(creds, LoginPassword), "mail accepted without authentication"
         message = email.message_from_bytes(envelope.original_content or b"", policy=email.policy.default)
         assert isinstance(message, EmailMessage)
         self.mails.append(

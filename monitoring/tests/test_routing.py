@@ -201,7 +201,9 @@ def walk(route: Route, parents: tuple[Route, ...] = ()) -> list[tuple[Route, tup
 
 def severities_matched(route: dict[str, Any]) -> set[str]:
     for matcher in route.get("matchers", []):
-        name, op, value = re.match(r'^(\w+)\s*(=~|!=|!~|=)\s*"(.*)"$', matcher).groups()
+        parsed = re.match(r'^(\w+)\s*(=~|!=|!~|=)\s*"(.*)"$', matcher)
+        assert parsed, f"matcher {matcher!r} is not in the form name op \"value\""
+        name, op, value = parsed.groups()
         if name == "severity":
             if op == "=":
                 return {value}
