@@ -380,6 +380,16 @@ def deployed_template(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any
     return {"root": root, "shas": shas}
 
 
+@pytest.fixture(scope="module")
+def shared_env(tmp_path_factory: pytest.TempPathFactory, deployed_template: dict[str, Any]) -> AgentEnv:
+    """One dry-run host for a whole module of read-only HTTP tests (no Slack, no health URL)."""
+    root = tmp_path_factory.mktemp("shared")
+    _copy_template(deployed_template["root"], root)
+    env = AgentEnv(root, deployed_template["shas"], None, f"sqlite:///{root / 'db' / 'app.db'}")
+    env.write_config(dry_run=True)
+    return env
+
+
 @pytest.fixture
 def capture() -> Iterator[CaptureServer]:
     server = CaptureServer()

@@ -15,6 +15,11 @@ STATUS = "/api/admin/rollback/status"
 TEST = "/api/admin/rollback/test"
 
 
+@pytest.fixture(scope="module")
+def shared_client(shared_env):
+    return shared_env.client()
+
+
 @pytest.fixture
 def client(agent_env):
     agent_env.write_config(dry_run=True)
@@ -33,17 +38,17 @@ def client(agent_env):
         {"Authorization": f"Token {SECRET}"},
     ],
 )
-def test_admin_routes_need_the_secret(client, path, headers) -> None:
-    method = client.get if path.endswith(("status", "history")) else client.post
+def test_admin_routes_need_the_secret(shared_client, path, headers) -> None:
+    method = shared_client.get if path.endswith(("status", "history")) else shared_client.post
     response = method(path, json=payload(), headers=headers)
     assert response.status_code == 401
     assert response.get_json()["error"] == "unauthorized"
     assert response.headers["WWW-Authenticate"].startswith("Basic realm=")
 
 
-def test_basic_and_bearer_are_accepted(client) -> None:
-    assert client.get(STATUS, headers=basic_auth()).status_code == 200
-    assert client.get(STATUS, headers={"Authorization": f"Bearer {SECRET}"}).status_code == 200
+def test_basic_and_bearer_are_accepted(shared_client) -> None:
+    assert shared_client.get(STATUS, headers=basic_auth()).status_code == 200
+    assert shared_client.get(STATUS, headers={"Authorization": f"Bearer {SECRET}"}).status_code == 200
 
 
 def test_health_and_metrics_need_no_auth(client) -> None:
@@ -90,17 +95,19 @@ def test_health_and_metrics_need_no_auth(client) -> None:
         ),
     ],
 )
-def test_malformed_payload_is_a_400_naming_the_problem(client, body, detail) -> None:
-    response = client.post(TRIGGER, data=body, headers={**basic_auth(), "Content-Type": "application/json"})
+def test_malformed_payload_is_a_400_naming_the_problem(shared_client, body, detail) -> None:
+    response = shared_client.post(
+        TRIGGER, data=body, headers={**basic_auth(), "Content-Type": "application/json"}
+    )
     assert response.status_code == 400
     data = response.get_json()
     assert data["error"] == "invalid_payload" and detail in data["detail"], data
 
 
-def test_body_over_one_mebibyte_is_a_413(client) -> None:
+def test_body_over_one_mebibyte_is_a_413(shared_client) -> None:
     big = payload()
     big["commonAnnotations"]["padding"] = "x" * (1024 * 1024)
-    response = client.post(TRIGGER, json=big, headers=basic_auth())
+    response = shared_client.post(TRIGGER, json=big, headers=basic_auth())
     assert response.status_code == 413
     assert response.get_json()["error"] == "payload_too_large"
 
@@ -109,15 +116,15 @@ def test_body_over_one_mebibyte_is_a_413(client) -> None:
     ("method", "path"),
     [("get", TRIGGER), ("put", STATUS), ("get", TEST), ("post", "/healthz"), ("delete", TRIGGER)],
 )
-def test_wrong_method_is_a_405(client, method, path) -> None:
-    response = getattr(client, method)(path, headers=basic_auth())
+def test_wrong_method_is_a_405(shared_client, method, path) -> None:
+    response = getattr(shared_client, method)(path, headers=basic_auth())
     assert response.status_code == 405
     assert response.get_json()["error"] == "method_not_allowed"
     assert "Allow" in response.headers
 
 
-def test_unknown_path_is_a_json_404(client) -> None:
-    response = client.get("/api/admin/rollback/nope", headers=basic_auth())
+def test_unknown_path_is_a_json_404(shared_client) -> None:
+    response = shared_client.get("/api/admin/rollback/nope", headers=basic_auth())
     assert response.status_code == 404 and response.get_json()["error"] == "not_found"
 
 

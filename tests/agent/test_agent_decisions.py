@@ -126,7 +126,7 @@ def test_several_alerts_in_one_webhook_make_one_incident(agent_env) -> None:
 
 def test_rollback_running_means_in_progress(agent_env) -> None:
     env = agent_env
-    env.control_file("sleep-restart", "3")
+    env.control_file("sleep-restart", "2")
     client = env.client()
     status, first = post(client, payload())
     assert status == 202

@@ -154,7 +154,7 @@ def test_fifty_identical_webhooks_make_exactly_one_rollback(agent_env, gunicorn)
 
 def test_rollback_survives_worker_restarts(agent_env, gunicorn) -> None:
     env = agent_env
-    env.control_file("sleep-restart", "3")
+    env.control_file("sleep-restart", "2")
     gunicorn.start()
     response = gunicorn.trigger()
     assert response.status_code == 202
