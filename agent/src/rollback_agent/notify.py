@@ -15,16 +15,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import requests
-from tenacity import (
-    RetryError,
-    Retrying,
-    retry_if_exception,
-    stop_after_attempt,
-    stop_after_delay,
-    wait_exponential,
-)
-
 from rollback_agent import metrics
 from rollback_agent.config import SlackConfig
 from rollback_agent.durations import format_duration
@@ -134,6 +124,8 @@ class _RetryableError(Exception):
 
 
 def _retryable(exc: BaseException) -> bool:
+    import requests
+
     return isinstance(exc, (_RetryableError, requests.ConnectionError, requests.Timeout))
 
 
@@ -199,6 +191,8 @@ class Notifier:
 
     def _post(self, body: dict[str, Any]) -> None:
         assert self.config is not None and self._url
+        import requests
+
         response = requests.post(self._url, json=body, timeout=self.config.timeout)
         if response.status_code == 429 or response.status_code >= 500:
             raise _RetryableError(f"HTTP {response.status_code}")
@@ -206,6 +200,16 @@ class Notifier:
             raise RuntimeError(f"HTTP {response.status_code} (not retried: check the webhook URL)")
 
     def _deliver(self, body: dict[str, Any]) -> None:
+        # requests and tenacity are imported here, on the sender thread, off the rollback's path.
+        from tenacity import (
+            RetryError,
+            Retrying,
+            retry_if_exception,
+            stop_after_attempt,
+            stop_after_delay,
+            wait_exponential,
+        )
+
         assert self.config is not None
         retrying = Retrying(
             stop=stop_after_attempt(self.config.max_attempts) | stop_after_delay(self.max_delay),
@@ -237,6 +241,8 @@ def _describe(exc: BaseException | None) -> str:
     """An error without the URL (the Slack webhook URL is a secret)."""
     if exc is None:
         return "unknown error"
+    import requests
+
     if isinstance(exc, (_RetryableError, RuntimeError)) and not isinstance(exc, requests.RequestException):
         return str(exc)
     return type(exc).__name__

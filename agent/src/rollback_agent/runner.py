@@ -8,8 +8,10 @@ process dies, the kernel drops the lock and the next agent start marks the incid
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
+import threading
 
 from rollback_agent.config import ConfigError, load_config
 from rollback_agent.engine import RollbackRun
@@ -32,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
         print(exc.render(), file=sys.stderr)
         return 2
     configure_logging(config.log_level)
+    # Heavy imports needed only later (Slack, the health check) load while the rollback starts.
+    threading.Thread(target=importlib.import_module, args=("requests",), daemon=True).start()
     agent = Agent(config)
     try:
         lock = adopt(args.lock_fd, config.lock_path)

@@ -7,8 +7,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import requests
-
 from rollback_agent import procs
 from rollback_agent.config import Config
 from rollback_agent.migrations import child_environment
@@ -86,6 +84,8 @@ def units_problem(config: Config, deadline: Deadline) -> str | None:
 
 
 def health_problem(url: str, deadline: Deadline) -> str | None:
+    import requests  # imported when first needed (the runner warms it up in the background)
+
     try:
         response = requests.get(url, timeout=max(0.1, deadline.cap(5.0)), allow_redirects=False)
     except requests.RequestException as exc:
