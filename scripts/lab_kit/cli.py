@@ -123,7 +123,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         warn("the lab is not (fully) up: make lab")
         return 1
     step("deployments (rollback agents)")
-    shas = services.build_releases()["releases"] if services.RELEASES_REPO.exists() else {}
+    try:
+        shas = deploys.host_release_shas(lab)
+    except podman.PodmanError:
+        shas = {}
     for host in lab.group("app"):
         st = deploys.agent_status(lab, host)
         if st is None:

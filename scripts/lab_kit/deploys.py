@@ -42,6 +42,17 @@ def current_sha(status: dict[str, Any] | None) -> str | None:
     return str(sha) if sha else None
 
 
+def host_release_shas(lab: Lab) -> dict[str, str]:
+    """{release: sha} as the first app host's release tree knows them (what a deploy would check out)."""
+    from lab_kit.podman import exec_in
+    from lab_kit.services import RELEASE_NAMES
+
+    host = lab.group("app")[0]
+    out = exec_in(host, "git", "-C", "/srv/sample-app", "rev-parse",
+                  *[f"{name}^{{commit}}" for name in RELEASE_NAMES]).stdout.split()
+    return dict(zip(RELEASE_NAMES, out, strict=True))
+
+
 def release_name(sha: str | None, shas: dict[str, str]) -> str:
     for name, value in shas.items():
         if value == sha:

@@ -64,6 +64,7 @@ class Report:
     webhooks: dict[str, dict[str, float]] = field(default_factory=dict)
     final_sha: dict[str, str | None] = field(default_factory=dict)
     am_receivers: list[str] = field(default_factory=list)
+    fired: list[str] = field(default_factory=list)
     deploy_rc: int | None = None
     success: bool = False
     reason: str = ""
@@ -86,8 +87,8 @@ class Follower:
         self.t0 = t0
         self.apps = lab.group("app")
         self.mons = lab.group("monitoring")
-        self.prom_state: str | None = None
-        self.seen_am: set[str] = set()
+        self.prom_states: dict[str, str] = {}
+        self.seen_am: set[tuple[str, str]] = set()
         self.phase: dict[str, tuple[str | None, int | None]] = {}
         self.sha: dict[str, str | None] = {}
         self.hooks: dict[str, dict[str, float]] = {}
@@ -113,46 +114,58 @@ class Follower:
                 self.hooks[host.name] = {}
 
     def poll_prometheus(self) -> None:
+        """Every rollback trigger (rollback="true"): pending, firing, and resolved once all are gone."""
         url = f"http://127.0.0.1:{self.mons[0].port('prometheus')}/api/v1/alerts"
         try:
             alerts = get_json(url)["data"]["alerts"]
         except (OSError, ValueError, KeyError):
             return
-        mine = [a for a in alerts if a["labels"].get("alertname") == self.r.alert]
-        state = "firing" if any(a["state"] == "firing" for a in mine) else ("pending" if mine else None)
-        if state == self.prom_state:
-            return
-        if state == "pending":
-            self.r.mark("pending")
-            value = mine[0].get("value", "")
-            self.say(f"Prometheus: {self.r.alert} is PENDING (value {value})", "33")
-        elif state == "firing":
-            self.r.mark("firing")
-            self.say(f"Prometheus: {self.r.alert} is FIRING (labels {mine[0]['labels']})", "1;31")
-        elif self.prom_state is not None:
+        now: dict[str, tuple[str, dict[str, Any]]] = {}
+        for a in alerts:
+            if a["labels"].get("rollback") != "true":
+                continue
+            name = a["labels"]["alertname"]
+            if a["state"] == "firing" or name not in now:
+                now[name] = (a["state"], a)
+        for name, (state, a) in sorted(now.items()):
+            if self.prom_states.get(name) == state:
+                continue
+            self.prom_states[name] = state
+            self.r.mark(state)
+            self.r.mark(f"{state}_{name}")
+            if state == "pending":
+                self.say(f"Prometheus: {name} is PENDING (value {float(a.get('value') or 0):.3g})", "33")
+            else:
+                if name not in self.r.fired:
+                    self.r.fired.append(name)
+                labels = {k: v for k, v in a["labels"].items() if k != "alertname"}
+                self.say(f"Prometheus: {name} is FIRING {labels}", "1;31")
+        for name in [n for n in self.prom_states if n not in now]:
+            del self.prom_states[name]
+            self.r.mark(f"resolved_{name}")
+            self.say(f"Prometheus: {name} resolved", "32")
+        if self.r.fired and not now and "firing" in self.r.marks:
+            if "resolved" not in self.r.marks:
+                self.say("Prometheus: every rollback trigger is resolved", "1;32")
             self.r.mark("resolved")
-            self.say(f"Prometheus: {self.r.alert} RESOLVED", "1;32")
-        self.prom_state = state
 
     def poll_alertmanagers(self) -> None:
-        flt = urllib.parse.quote(f'alertname="{self.r.alert}"')
+        flt = urllib.parse.quote('rollback="true"')
         for mon in self.mons:
-            if mon.name in self.seen_am:
-                continue
             url = f"http://127.0.0.1:{mon.port('alertmanager')}/api/v2/alerts?filter={flt}"
             try:
                 alerts = get_json(url)
             except (OSError, ValueError):
                 continue
-            active = [a for a in alerts if (a.get("status") or {}).get("state") == "active"]
-            if active:
-                self.seen_am.add(mon.name)
-                receivers = sorted({r["name"] for a in active for r in a.get("receivers", [])})
+            for a in alerts:
+                name = a["labels"]["alertname"]
+                if (a.get("status") or {}).get("state") != "active" or (mon.name, name) in self.seen_am:
+                    continue
+                self.seen_am.add((mon.name, name))
+                receivers = sorted({r["name"] for r in a.get("receivers", [])})
                 self.r.am_receivers = sorted(set(self.r.am_receivers) | set(receivers))
                 self.r.mark(f"alertmanager_{mon.name}")
-                self.say(
-                    f"Alertmanager {mon.name}: {self.r.alert} active, receivers: {', '.join(receivers)}", "35"
-                )
+                self.say(f"Alertmanager {mon.name}: {name} active, receivers: {', '.join(receivers)}", "35")
 
     def poll_agents(self) -> None:
         for host in self.apps:
@@ -278,7 +291,7 @@ def run(
     warmup: float = 20.0,
     quiet_load: bool = False,
 ) -> Report:
-    shas = services.build_releases()["releases"]
+    shas = deploys.host_release_shas(lab)
     alert = EXPECTED_ALERT[release]
     apps = lab.group("app")
     statuses = {h.name: deploys.agent_status(lab, h) for h in apps}
@@ -371,6 +384,7 @@ def summarize(r: Report) -> None:
         ),
         ("alert resolved", m.get("resolved")),
     ]
+    print(f"    rollback triggers that fired: {', '.join(r.fired) or 'none'}", flush=True)
     for label, value in rows:
         print(f"    {label:34} " + (f"+{value:6.1f}s" if value is not None else "   -"), flush=True)
     firing, hook = m.get("firing"), rows[3][1]

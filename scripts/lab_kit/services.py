@@ -16,6 +16,7 @@ from lab_kit.inventory import Lab
 from lab_kit.paths import CAPTURE_DIR, RELEASES_BUNDLE, RELEASES_REPO, ROOT
 
 PIDFILE = CAPTURE_DIR / "capture.pid"
+RELEASE_NAMES = ("v1", "v2", "v3", "v3-slow")
 
 
 def build_releases() -> dict[str, Any]:

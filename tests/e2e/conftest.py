@@ -20,7 +20,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from lab_kit import deploys, inventory, podman, services  # noqa: E402
+from lab_kit import deploys, inventory, podman  # noqa: E402
 from lab_kit.runner import heavy_lock  # noqa: E402
 
 
@@ -61,7 +61,7 @@ def lab(heavy: None) -> Iterator[inventory.Lab]:
 
 @pytest.fixture(scope="session")
 def shas(lab: inventory.Lab) -> dict[str, str]:
-    return dict(services.build_releases()["releases"])
+    return deploys.host_release_shas(lab)
 
 
 def in_host(host: inventory.Host, *cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -60,7 +60,7 @@ def v3(lab: Lab, shas: dict[str, str]) -> incident.Report:
 
 
 def test_prometheus_fires_and_alertmanager_routes_to_rollback_trigger(v3: incident.Report) -> None:
-    assert v3.alert == "CriticalErrorRate"
+    assert "CriticalErrorRate" in v3.fired, v3.fired
     assert "pending" in v3.marks and "firing" in v3.marks, v3.events
     assert v3.marks["pending"] <= v3.marks["firing"]
     assert "rollback-trigger" in v3.am_receivers, v3.am_receivers
@@ -92,8 +92,10 @@ def test_app1_downgrades_the_database_and_app2_does_not(v3: incident.Report) -> 
     assert (app1["from_revision"], app1["to_revision"]) == ("0003", "0002")
     phases1 = {p["name"]: p for p in app1["phases"]}
     assert phases1["database"]["status"] in ("success", "done", "ok"), phases1["database"]
+    assert "alembic downgrade 0002" in (phases1["database"]["detail"] or "")
     phases2 = {p["name"]: p for p in app2["phases"]}
-    assert "database" not in phases2 or phases2["database"]["status"] in ("skipped", "not_needed"), phases2
+    assert app2["to_revision"] is None
+    assert "database" not in phases2 or "skipped" in (phases2["database"]["detail"] or ""), phases2
     assert {"application"} <= set(phases1) and {"application"} <= set(phases2)
 
 
