@@ -322,10 +322,13 @@ def run(
     result: dict[str, PlayResult | int] = {}
 
     def do_deploy() -> None:
-        result["rc"] = deploys.deploy(lab, release, quiet=True)
+        # --force: the bad release is marked bad after the first break; the lab breaks on purpose
+        result["rc"] = deploys.deploy(lab, release, force=True, quiet=True)
 
     deployer = threading.Thread(target=do_deploy, daemon=True)
-    follower.say(f"deploying {release} with playbooks/deploy.yml (log under {STATE / 'logs'})", "1")
+    follower.say(
+        f"deploying {release} with playbooks/deploy.yml -e force=true (log under {STATE / 'logs'})", "1"
+    )
     deployer.start()
     deadline = time.monotonic() + timeout
     try:
@@ -335,6 +338,11 @@ def run(
                 report.mark("deploy_done")
                 report.deploy_rc = int(result.get("rc", -1))  # type: ignore[arg-type]
                 follower.say(f"deploy.yml finished (rc {report.deploy_rc})", "1")
+                if report.deploy_rc != 0:
+                    follower.say(
+                        f"the deploy failed: see the newest deploy-{release} log in {STATE / 'logs'}", "1;31"
+                    )
+                    break
             if follower.done():
                 break
             time.sleep(1)
@@ -355,7 +363,11 @@ def run(
     )
     if not report.success:
         report.reason = (
-            "timed out" if time.monotonic() >= deadline else "a rollback did not succeed"
+            f"the deploy of {release} failed (rc {report.deploy_rc})"
+            if report.deploy_rc
+            else "timed out"
+            if time.monotonic() >= deadline
+            else "a rollback did not succeed"
         ) + f"; final: {report.final_sha}"
         warn(f"the incident did not end as expected: {report.reason}")
     summarize(report)

@@ -2,7 +2,8 @@
 
 The whole session holds /tmp/heavy-suite.lock (the team's lock for podman work) unless the
 caller already does (HEAVY_SUITE_LOCK_HELD=1). A lab that was up before the session stays up
-afterwards; one the session created is removed at the end unless LAB_KEEP=1.
+afterwards; one the session created is removed at the end unless LAB_KEEP=1. LAB_REUSE=1
+takes a running lab as it is, without `scripts/lab up` (faster when iterating on the tests).
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ def lab(heavy: None) -> Iterator[inventory.Lab]:
     lab = inventory.load()
     was_up = all(podman.container_state(h) == "running" for h in lab.hosts.values())
     start = time.monotonic()
+    if was_up and os.environ.get("LAB_REUSE") == "1":
+        yield lab  # a developer's running lab, taken as it is (no converge)
+        return
     proc = lab_cmd("up", "--quiet")
     if proc.returncode != 0:
         pytest.fail(
