@@ -246,6 +246,13 @@ class Follower:
             where = m.get("channel") or ""
             self.say(f"notification {m['kind']} {where}: {m.get('title', '')[:110]}", "2")
 
+    def only_duplicates(self, grace: float) -> bool:
+        """Every agent got webhooks for a while, all of them 'duplicate', and no incident started."""
+        first = min((v for k, v in self.r.marks.items() if k.startswith("webhook_")), default=None)
+        if first is None or time.time() - self.r.started_at - first < grace or self.r.incidents:
+            return False
+        return all(set(self.r.webhooks.get(h.name, {})) == {"duplicate"} for h in self.apps)
+
     def done(self) -> bool:
         finished = all(
             any(i.get("result") for i in self.r.incidents.get(h.name, {}).values()) for h in self.apps
@@ -345,6 +352,15 @@ def run(
                     break
             if follower.done():
                 break
+            if follower.only_duplicates(grace=30):
+                follower.say(
+                    "the agents answer 'duplicate': they already handled this alert against this release "
+                    "(an earlier break of the same release; the agent remembers (alert, sha) for good). "
+                    "Start from a fresh lab: make lab-down && make lab",
+                    "1;31",
+                )
+                report.reason = "duplicate: this release was already broken and rolled back on this lab"
+                break
             time.sleep(1)
     finally:
         load.terminate()
@@ -363,12 +379,16 @@ def run(
     )
     if not report.success:
         report.reason = (
-            f"the deploy of {release} failed (rc {report.deploy_rc})"
-            if report.deploy_rc
-            else "timed out"
-            if time.monotonic() >= deadline
-            else "a rollback did not succeed"
-        ) + f"; final: {report.final_sha}"
+            report.reason
+            or (
+                f"the deploy of {release} failed (rc {report.deploy_rc})"
+                if report.deploy_rc
+                else "timed out"
+                if time.monotonic() >= deadline
+                else "a rollback did not succeed"
+            )
+            + f"; final: {report.final_sha}"
+        )
         warn(f"the incident did not end as expected: {report.reason}")
     summarize(report)
     path = report.save()

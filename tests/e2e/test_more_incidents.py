@@ -42,7 +42,21 @@ def slow_with_mon1_alertmanager_down(lab: Lab, shas: dict[str, str]) -> incident
         time.sleep(15)
     finally:
         in_host(mon1, "systemctl", "start", unit)
+        wait_ready(f"http://127.0.0.1:{mon1.port('alertmanager')}/-/ready")
     return report
+
+
+def wait_ready(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(1)
+    raise TimeoutError(f"{url} not ready after {timeout}s")
 
 
 def test_slow_release_fires_critical_p95_latency(slow_with_mon1_alertmanager_down: incident.Report) -> None:
