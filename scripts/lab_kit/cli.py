@@ -44,7 +44,9 @@ def boot(lab: inventory.Lab) -> None:
 def provision(lab: inventory.Lab, *, quiet: bool = False) -> list[PlayResult]:
     """The sample service's runtime (lab-app.yml), then the whole stack (site.yml)."""
     results = []
-    for name in ("lab-app.yml", "site.yml"):
+    # LAB_SITE_PLAYBOOK: another playbook in place of site.yml (developing the lab itself)
+    site = os.environ.get("LAB_SITE_PLAYBOOK") or "site.yml"
+    for name in ("lab-app.yml", site):
         if not (ROOT / "playbooks" / name).exists():
             die(f"playbooks/{name} is missing (another area has not landed it yet)")
         step(f"ansible-playbook playbooks/{name}")
