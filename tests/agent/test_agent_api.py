@@ -6,7 +6,7 @@ import json
 import logging
 
 import pytest
-from conftest import SECRET, SLACK_PATH, basic_auth, payload
+from agent_support import SECRET, SLACK_PATH, basic_auth, payload
 
 pytestmark = pytest.mark.agent
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import SECRET, basic_auth, payload
+from agent_support import SECRET, basic_auth, payload
 from test_agent_gunicorn import Gunicorn
 
 pytestmark = pytest.mark.bench

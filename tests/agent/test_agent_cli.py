@@ -10,7 +10,7 @@ import sys
 import time
 
 import pytest
-from conftest import alive
+from agent_support import alive
 from rollback_agent.cli import main
 
 pytestmark = pytest.mark.agent

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from conftest import basic_auth, payload
+from agent_support import basic_auth, payload
 
 pytestmark = pytest.mark.agent
 

@@ -14,7 +14,7 @@ from importlib import resources
 import pytest
 import schemathesis
 import yaml
-from conftest import basic_auth
+from agent_support import basic_auth
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import response_schema_conformance, status_code_conformance

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import SECRET, AgentEnv, payload
+from agent_support import SECRET, AgentEnv, payload
 
 pytestmark = pytest.mark.agent
 

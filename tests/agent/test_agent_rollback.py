@@ -7,7 +7,7 @@ import time
 import git
 import pytest
 from agent_sample_repo import TABLES, add_release, migration_source
-from conftest import AgentEnv, alive, basic_auth, payload
+from agent_support import AgentEnv, alive, basic_auth, payload
 
 pytestmark = pytest.mark.agent
 

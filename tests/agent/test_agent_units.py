@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from agent_sample_repo import build_repo, migration_source
-from conftest import alive
+from agent_support import alive
 from rollback_agent.config import RetentionConfig, SlackConfig
 from rollback_agent.gitops import Deployment
 from rollback_agent.locking import LockBusyError, OperationLock, is_held, read_holder

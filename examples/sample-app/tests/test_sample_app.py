@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import APP_DIR, Releases
+
+APP_DIR = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.integration
 
@@ -62,7 +63,7 @@ def register(url: str) -> int:
     return int(body["id"])
 
 
-def test_release_history_is_real_and_reproducible(releases: Releases, tmp_path: Path) -> None:
+def test_release_history_is_real_and_reproducible(releases: Any, tmp_path: Path) -> None:
     git = ["git", "-C", str(releases.repo)]
     parents = {
         r: subprocess.run([*git, "rev-parse", f"{r}^"], capture_output=True, text=True).stdout.strip()
@@ -190,9 +191,7 @@ def test_every_migration_downgrades_to_base(service_factory: Any, database: str)
 
 
 def test_unhealthy_when_the_database_is_down(service_factory: Any, redis_url: str) -> None:
-    from conftest import free_port
-
-    svc = service_factory("v1", f"postgresql://postgres@127.0.0.1:{free_port()}/none", migrate=False)
+    svc = service_factory("v1", f"postgresql://postgres@127.0.0.1:{unused_port()}/none", migrate=False)
     code, health = call("GET", f"{svc.url}/health")
     assert code == 503 and health["status"] == "unhealthy"
     assert health["components"]["database"]["healthy"] is False
@@ -225,3 +224,12 @@ def test_loadgen_rejects_bad_arguments() -> None:
         capture_output=True, text=True,
     )
     assert proc.returncode == 2 and "must be an http(s) URL" in proc.stderr
+
+
+def unused_port() -> int:
+    """A loopback port nothing listens on (for the database-down case)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
