@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 import urllib.request
+import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -79,8 +80,8 @@ def test_one_alertmanager_down_neither_stops_nor_duplicates_the_rollback(
         assert st["deployment"]["sha"] == r.good_sha
 
 
-def _post_alert(lab: Lab, labels: dict[str, str], ends: datetime) -> None:
-    now = datetime.now(timezone.utc)
+def _post_alert(lab: Lab, labels: dict[str, str], starts: datetime, ends: datetime) -> None:
+    now = starts
     body = json.dumps(
         [
             {
@@ -122,9 +123,10 @@ def test_a_firing_non_trigger_alert_rolls_nothing_back(lab: Lab, shas: dict[str,
         "rollback": "true",
         "service": "mita-api",
         "component": "api",
-        "instance": "e2e",
+        "instance": f"e2e-{uuid.uuid4().hex[:8]}",  # a new alert group every run
     }
-    _post_alert(lab, labels, datetime.now(timezone.utc) + timedelta(minutes=5))
+    starts = datetime.now(timezone.utc)
+    _post_alert(lab, labels, starts, starts + timedelta(minutes=5))
     try:
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
@@ -134,7 +136,7 @@ def test_a_firing_non_trigger_alert_rolls_nothing_back(lab: Lab, shas: dict[str,
         else:
             pytest.fail(f"the agents never answered the webhook: {[_counts(lab, h) for h in apps]}")
     finally:
-        _post_alert(lab, labels, datetime.now(timezone.utc))
+        _post_alert(lab, labels, starts, max(datetime.now(timezone.utc), starts + timedelta(seconds=1)))
     for host in apps:
         st = deploys.agent_status(lab, host) or {}
         old_ids = {i["incident_id"] for i in before[host.name][0]["history"]}
