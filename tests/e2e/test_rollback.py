@@ -16,9 +16,9 @@ import urllib.request
 from typing import Any
 
 import pytest
-from conftest import in_host
 from lab_kit import deploys, incident, services
 from lab_kit.inventory import Lab
+from lab_kit.podman import exec_in as in_host
 
 pytestmark = pytest.mark.e2e
 
