@@ -174,6 +174,24 @@ def test_guard_cooldown(agent_env) -> None:
     _guard_blocks(env, "cooldown is 15m00s", "cooldown", live="v2")
 
 
+def test_same_alert_after_a_forced_redeploy_is_a_new_incident(agent_env) -> None:
+    """Dedup is per deploy: the bad release forced back on and breaking again rolls back again."""
+    env = agent_env
+    env.write_config(guards={"cooldown": "1s"})
+    client = env.client()
+    _status, body = post(client, payload())
+    assert env.wait_incident(body["incident_id"])["status"] == "success"
+    assert env.deployed_sha() == env.shas["v2"]
+    assert env.deploy("v3", force=True).result == "deployed"
+    time.sleep(1.1)
+    status, again = post(client, payload())
+    assert (status, again["status"]) == (202, "accepted"), again
+    assert again["incident_id"] != body["incident_id"]
+    assert env.wait_incident(again["incident_id"])["status"] == "success"
+    assert env.deployed_sha() == env.shas["v2"]
+    assert env.sql("SELECT count(*) FROM incidents WHERE status='success'") == [(2,)]
+
+
 def test_guard_daily_cap(agent_env) -> None:
     env = agent_env
     env.write_config(guards={"cooldown": "1s", "max_rollbacks_per_day": 1})

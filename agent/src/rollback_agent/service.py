@@ -277,11 +277,21 @@ class Agent:
         return decision
 
     def _current_key(self) -> str:
+        """What an alert is deduplicated against: the live sha *and* the deploy that put it live.
+
+        Alertmanager resends a firing alert for as long as it fires; those resends must never roll
+        back twice. But when the same release is deployed again later (``deploy --force``) and
+        breaks again, that is a new incident: keying on the deploy, not only the sha, allows it.
+        """
         try:
             with self._git_lock:
-                return self.deployment.current_sha() or "-"
+                sha = self.deployment.current_sha()
         except GitError:
             return "-"
+        if not sha:
+            return "-"
+        live = self.store.latest_deploy_of(sha)
+        return f"{sha}@{live.id}" if live is not None else sha
 
     def _decide(
         self, candidates: list[dict[str, Any]], items: list[dict[str, Any]], payload: WebhookPayload
@@ -331,6 +341,7 @@ class Agent:
         lock: OperationLock,
     ) -> Decision:
         plan = self.plan()
+        current = self._current_key()
         primary = fresh[0]
         trigger = self.config.triggers[primary["alertname"]]
         incident_id = new_incident_id()
@@ -372,9 +383,7 @@ class Agent:
                 to_revision=plan.to_revision,
                 detail=detail,
             )
-            self.store.mark_handled(
-                conn, [i["fingerprint"] for i in fresh], plan.from_sha or "-", incident_id, status
-            )
+            self.store.mark_handled(conn, [i["fingerprint"] for i in fresh], current, incident_id, status)
             if status == RUNNING and plan.from_sha:
                 self.store.mark_bad(
                     conn, plan.from_sha, incident_id, f"rolled back by {incident_id}: {primary['alertname']}"
