@@ -153,6 +153,10 @@ def test_status_shows_deployment_triggers_and_history(agent_env, client) -> None
         "phases",
     ):
         assert key in item
+    hook = data["recent_webhooks"][0]
+    assert hook["status"] == "dry_run" and hook["alert_count"] == 1
+    assert hook["alerts"][0]["alertname"] == "CriticalErrorRate"
+    assert hook["alerts"][0]["decision"] == "dry_run"
     bad = client.get(STATUS + "?limit=abc", headers=basic_auth())
     assert bad.status_code == 400 and "limit" in bad.get_json()["detail"]
 

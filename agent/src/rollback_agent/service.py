@@ -565,6 +565,7 @@ class Agent:
             "deployment": self.current_release(),
             "in_progress": self.in_progress(),
             "history": [_history_item(i) for i in self.store.incidents(limit=history)],
+            "recent_webhooks": [_webhook_item(w) for w in self.store.recent_webhooks(limit=history)],
         }
 
 
@@ -572,6 +573,23 @@ def _executable(command: str) -> bool:
     if "/" in command:
         return os.access(command, os.X_OK) and Path(command).is_file()
     return shutil.which(command) is not None
+
+
+def _webhook_item(row: dict[str, Any]) -> dict[str, Any]:
+    """A received webhook as the status shows it: what came in and what was decided, per alert."""
+    return {
+        "received_at": row["received_at"],
+        "receiver": row["receiver"],
+        "alert_count": row["alert_count"],
+        "status": row["status"],
+        "incident_id": row["incident_id"],
+        "reason": row["reason"],
+        "alerts": [
+            {k: d.get(k) for k in ("alertname", "fingerprint", "status", "decision")}
+            for d in row["decisions"]
+            if isinstance(d, dict)
+        ],
+    }
 
 
 def _history_item(inc: dict[str, Any]) -> dict[str, Any]:
