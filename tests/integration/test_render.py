@@ -222,3 +222,30 @@ def test_render_refuses_limit(tmp_path: Path) -> None:
     proc = render(tmp_path, "--limit", "mon1")
     assert proc.returncode != 0
     assert "run it without --limit" in proc.stdout
+
+
+def test_rollback_agents_with_tls_are_scraped_and_called_over_https(tmp_path: Path) -> None:
+    # An agent host with rollback_agent_tls_cert_file serves https: Prometheus scrapes its
+    # /metrics and Alertmanager posts its webhook over https (the agent has no basic auth on
+    # /metrics, so its job gets none); the other jobs keep their own schemes.
+    proc = render(
+        tmp_path,
+        "-e",
+        "rollback_agent_tls_cert_file=/etc/rollback-agent/tls.crt",
+        "-e",
+        "rollback_agent_tls_key_file=/etc/rollback-agent/tls.key",
+    )
+    assert proc.returncode == 0, f"render.yml failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}"
+    jobs = {job["job_name"]: job for job in load(tmp_path / "mon1" / "prometheus.yml")["scrape_configs"]}
+    agents = jobs["rollback-agent"]
+    assert agents["scheme"] == "https"
+    assert agents["tls_config"] == {"ca_file": "/etc/prometheus/scrape-ca.crt", "insecure_skip_verify": False}
+    assert "basic_auth" not in agents
+    assert [c["targets"][0] for c in agents["static_configs"]] == ["203.0.113.21:9095", "203.0.113.22:9095"]
+    assert jobs["mita-api"]["scheme"] == "http"
+    config = load(tmp_path / "mon2" / "alertmanager.yml")
+    receiver = next(r for r in config["receivers"] if r["name"] == "rollback-trigger")
+    assert [w["url"] for w in receiver["webhook_configs"]] == [
+        "https://203.0.113.21:9095/api/admin/rollback/trigger",
+        "https://203.0.113.22:9095/api/admin/rollback/trigger",
+    ]
