@@ -51,8 +51,19 @@ def ensure_network(lab: Lab) -> bool:
 
 
 def container_state(host: Host) -> str | None:
+    """podman's state of the host's container, None when there is none.
+
+    "stale" when podman records it as running but nothing runs it any more: its processes were
+    killed behind podman's back (a machine or a session that ended without `scripts/lab down`,
+    a machine restored from a snapshot). Such a container cannot be exec'd into nor started.
+    """
     proc = podman("container", "inspect", host.container, "--format", "{{.State.Status}}", check=False)
-    return proc.stdout.strip() if proc.returncode == 0 else None
+    if proc.returncode != 0:
+        return None
+    state = proc.stdout.strip()
+    if state == "running" and podman("exec", host.container, "true", check=False, timeout=60).returncode != 0:
+        return "stale"
+    return state
 
 
 def run_container(lab: Lab, host: Host) -> None:
@@ -123,6 +134,10 @@ def ensure_containers(lab: Lab) -> list[str]:
                 info(f"{host.name}: the host image changed, recreating {host.container}")
                 podman("rm", "-f", "-t", "5", host.container)
                 state = None
+        if state == "stale":
+            info(f"{host.name}: podman says running but its processes are gone, recreating {host.container}")
+            podman("rm", "-f", "-t", "5", host.container)
+            state = None
         if state == "running":
             continue
         if state is None:
@@ -133,18 +148,30 @@ def ensure_containers(lab: Lab) -> list[str]:
     return changed
 
 
-def wait_booted(lab: Lab, timeout: float = 90) -> None:
+def wait_booted(lab: Lab, timeout: float = 180) -> None:
+    """Wait until systemd on every host has finished booting ("running" or "degraded")."""
     deadline = time.monotonic() + timeout
     pending = dict(lab.hosts)
+    last: dict[str, str] = {}
     while pending and time.monotonic() < deadline:
         for name, host in list(pending.items()):
-            state = exec_in(host, "systemctl", "is-system-running", check=False).stdout.strip()
-            if state in ("running", "degraded"):
+            proc = exec_in(host, "systemctl", "is-system-running", check=False)
+            last[name] = (proc.stdout.strip() or proc.stderr.strip())[-300:]
+            if last[name] in ("running", "degraded"):
                 del pending[name]
         if pending:
             time.sleep(0.5)
     if pending:
-        raise PodmanError(f"systemd did not finish booting on {', '.join(pending)} within {timeout:.0f}s")
+        details = []
+        for name, host in pending.items():
+            jobs = exec_in(host, "systemctl", "list-jobs", "--no-pager", check=False)
+            lines = (jobs.stdout or jobs.stderr).splitlines()[:15]
+            details.append(f"  {name}: is-system-running says {last.get(name)!r}; pending jobs:\n"
+                           + "\n".join("    " + line for line in lines))
+        raise PodmanError(
+            f"systemd did not finish booting on {', '.join(pending)} within {timeout:.0f}s\n"
+            + "\n".join(details)
+        )
 
 
 def wait_ssh(lab: Lab, timeout: float = 90) -> None:
