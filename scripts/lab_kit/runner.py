@@ -52,6 +52,7 @@ def heavy_lock() -> Iterator[None]:
 SECRET_KEYS = (
     "db_password", "db_monitor_password", "redis_password", "webhook_secret",
     "grafana_admin_password", "pagerduty_critical_key", "pagerduty_error_key", "sendgrid_api_key",
+    "slack_webhook_token",
 )
 
 
