@@ -130,14 +130,12 @@ def ensure_containers(lab: Lab) -> list[str]:
         state = container_state(host)
         if state is not None:
             used = podman("container", "inspect", host.container, "--format", "{{.Image}}").stdout.strip()
-            if used != image_id:
-                info(f"{host.name}: the host image changed, recreating {host.container}")
+            why = ("the host image changed" if used != image_id
+                   else "podman says running but its processes are gone" if state == "stale" else None)
+            if why:
+                info(f"{host.name}: {why}, recreating {host.container}")
                 podman("rm", "-f", "-t", "5", host.container)
                 state = None
-        if state == "stale":
-            info(f"{host.name}: podman says running but its processes are gone, recreating {host.container}")
-            podman("rm", "-f", "-t", "5", host.container)
-            state = None
         if state == "running":
             continue
         if state is None:
