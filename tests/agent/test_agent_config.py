@@ -9,7 +9,8 @@ import pytest
 import yaml
 from rollback_agent.config import ConfigError, load_config, parse_config
 from rollback_agent.durations import format_duration, parse_duration
-from rollback_agent.secrets import load_secrets, parse_environment_file
+from rollback_agent.envfile import parse_environment_file
+from rollback_agent.secretfiles import load_secrets
 
 pytestmark = pytest.mark.unit
 

@@ -19,7 +19,7 @@ from typing import Any
 from rollback_agent import __version__
 from rollback_agent.config import CONFIG_ENV, DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
 from rollback_agent.durations import format_duration
-from rollback_agent.secrets import configure_logging
+from rollback_agent.logs import configure_logging
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED, EXIT_UNHEALTHY, EXIT_BUSY = 0, 1, 2, 3, 4, 5
 

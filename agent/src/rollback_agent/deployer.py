@@ -26,7 +26,8 @@ from rollback_agent.migrations import (
 )
 from rollback_agent.notify import short
 from rollback_agent.service import Agent
-from rollback_agent.services import Deadline, StepError, restart_units, verify
+from rollback_agent.steps import Deadline, StepError
+from rollback_agent.units import restart_units, verify
 
 log = logging.getLogger(__name__)
 

@@ -24,8 +24,9 @@ from rollback_agent.gitops import GitError
 from rollback_agent.migrations import MigrationError, release_revision
 from rollback_agent.notify import short
 from rollback_agent.service import Agent
-from rollback_agent.services import Deadline, StepError, restart_units, verify
 from rollback_agent.state import FAILED, INTERRUPTED, SUCCESS, TIMED_OUT
+from rollback_agent.steps import Deadline, StepError
+from rollback_agent.units import restart_units, verify
 
 log = logging.getLogger(__name__)
 

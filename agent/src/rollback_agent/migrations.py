@@ -17,8 +17,8 @@ from pathlib import Path
 
 from rollback_agent import procs
 from rollback_agent.config import Config, MigrationsConfig
+from rollback_agent.envfile import parse_environment_file
 from rollback_agent.gitops import Deployment
-from rollback_agent.secrets import parse_environment_file
 
 BASE = "base"
 

@@ -16,7 +16,7 @@ import threading
 from rollback_agent.config import ConfigError, load_config
 from rollback_agent.engine import RollbackRun
 from rollback_agent.locking import LockBusyError, adopt
-from rollback_agent.secrets import configure_logging
+from rollback_agent.logs import configure_logging
 from rollback_agent.service import Agent
 from rollback_agent.state import FAILED
 

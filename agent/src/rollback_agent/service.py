@@ -26,7 +26,7 @@ from rollback_agent.migrations import Migrations, build
 from rollback_agent.notify import Event, Notifier
 from rollback_agent.payload import Alert, WebhookPayload
 from rollback_agent.planner import Plan, build_plan
-from rollback_agent.secrets import Secrets, load_secrets
+from rollback_agent.secretfiles import Secrets, load_secrets
 from rollback_agent.state import BLOCKED, DRY_RUN, INTERRUPTED, RUNNING, Store
 
 log = logging.getLogger(__name__)

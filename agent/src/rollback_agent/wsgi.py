@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 
 from rollback_agent.config import load_config
-from rollback_agent.secrets import configure_logging
+from rollback_agent.logs import configure_logging
 from rollback_agent.web import create_app
 
 os.umask(0o027)

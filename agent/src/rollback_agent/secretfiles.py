@@ -1,7 +1,6 @@
-"""Secrets (webhook secret, Slack URL) and environment files.
+"""The agent's secrets (webhook secret, Slack URL), read from files or environment variables.
 
-Secrets are read from files or environment variables named in the configuration, never from argv,
-and are masked in every text the agent writes out (logs, answers, notifications).
+Never from argv; masked in every text the agent writes out (logs, answers, notifications).
 """
 
 from __future__ import annotations
@@ -10,43 +9,13 @@ import logging
 import os
 import re
 import stat
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from rollback_agent.config import Config, ConfigError
+from rollback_agent.logs import MASK, mask_in_logs
 
 log = logging.getLogger(__name__)
-
-MASK = "***"
-_LOG_SECRETS: set[str] = set()
-
-
-class RedactingFilter(logging.Filter):
-    """Masks every known secret in log records (installed on the handlers the agent sets up)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if _LOG_SECRETS:
-            message = record.getMessage()
-            masked = message
-            for value in sorted(_LOG_SECRETS, key=len, reverse=True):
-                masked = masked.replace(value, MASK)
-            if masked != message:
-                record.msg, record.args = masked, None
-        return True
-
-
-def configure_logging(level: str = "info") -> None:
-    """Log to stderr (journald adds the time) with secrets masked; urllib3 never logs URLs."""
-    root = logging.getLogger()
-    if not root.handlers:
-        logging.basicConfig(stream=sys.stderr, format="%(levelname)s %(name)s[%(process)d]: %(message)s")
-    root.setLevel(level.upper())
-    for handler in root.handlers:
-        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
-            handler.addFilter(RedactingFilter())
-    # urllib3 logs request URLs at DEBUG, and a Slack webhook URL is a secret.
-    logging.getLogger("urllib3").setLevel(logging.WARNING)
 
 
 @dataclass(frozen=True)
@@ -106,30 +75,5 @@ def load_secrets(config: Config) -> Secrets:
         path = re.sub(r"^https?://[^/]+", "", slack_url)
         if len(path) > 8:
             values.append(path)
-    _LOG_SECRETS.update(values)
+    mask_in_logs(values)
     return Secrets(webhook=webhook, slack_url=slack_url, _all=tuple(sorted(values, key=len, reverse=True)))
-
-
-_ENV_LINE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$")
-
-
-def parse_environment_file(path: Path) -> dict[str, str]:
-    """KEY=VALUE lines as systemd's EnvironmentFile= reads them (comments, quotes, blank lines)."""
-    env: dict[str, str] = {}
-    text = path.read_text(encoding="utf-8")
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if not line or line.startswith(("#", ";")):
-            continue
-        if line.startswith("export "):
-            line = line[len("export ") :]
-        match = _ENV_LINE.match(line)
-        if not match:
-            raise ValueError(f"{path}:{number}: not a KEY=VALUE line")
-        key, value = match.groups()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
-            value = value[1:-1]
-            if raw.strip().split("=", 1)[1].strip().startswith('"'):
-                value = value.replace('\\"', '"').replace("\\\\", "\\")
-        env[key] = value
-    return env

@@ -1,45 +1,17 @@
-"""Restart the application's units and wait until they are active and the health URL answers."""
+"""systemd units: restart them in order, then wait until they are active and the health URL answers."""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from rollback_agent import procs
 from rollback_agent.config import Config
 from rollback_agent.migrations import child_environment
+from rollback_agent.steps import Deadline, StepError
 
 log = logging.getLogger(__name__)
-
-
-class StepError(Exception):
-    """A step of a deploy or rollback failed; ``timed_out`` when it ran out of time."""
-
-    def __init__(self, step: str, message: str, timed_out: bool = False) -> None:
-        super().__init__(message)
-        self.step = step
-        self.message = message
-        self.timed_out = timed_out
-
-
-@dataclass
-class Deadline:
-    at: float  # time.monotonic()
-
-    @classmethod
-    def after(cls, seconds: float) -> Deadline:
-        return cls(time.monotonic() + seconds)
-
-    def remaining(self) -> float:
-        return self.at - time.monotonic()
-
-    def expired(self) -> bool:
-        return self.remaining() <= 0
-
-    def cap(self, seconds: float) -> float:
-        return max(0.0, min(seconds, self.remaining()))
 
 
 def restart_units(config: Config, deadline: Deadline, step: str = "application") -> list[str]:
