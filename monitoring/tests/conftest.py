@@ -1,4 +1,5 @@
-"""Fixtures of the monitoring tests (helpers live in monitoring_support.py)."""
+"""Fixtures of the monitoring tests (helpers live in monitoring_support.py; promtool and amtool
+come from testkit.plugin, like in every suite)."""
 
 from __future__ import annotations
 
@@ -15,19 +16,8 @@ from monitoring_support import (
     RENDER_PLAYBOOK,
     Render,
     render_fixture,
-    require_tool,
     run_playbook,
 )
-
-
-@pytest.fixture(scope="session")
-def promtool() -> str:
-    return require_tool("promtool")
-
-
-@pytest.fixture(scope="session")
-def amtool() -> str:
-    return require_tool("amtool")
 
 
 @pytest.fixture(scope="session")

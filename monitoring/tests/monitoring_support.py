@@ -6,21 +6,16 @@ points), then checked with the real tools: promtool, amtool and a real Alertmana
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
+from rollback_agent.triggers import DEFAULT_TRIGGERS
 
 REPO = Path(__file__).resolve().parents[2]
 MONITORING = REPO / "monitoring"
@@ -30,18 +25,9 @@ RENDER_PLAYBOOK = REPO / "playbooks" / "render.yml"
 PRODUCTION_INVENTORY = REPO / "inventories" / "production"
 BIN = Path(sys.executable).parent
 
-# The seven rollback triggers of SPEC.md, by their default names.
-ROLLBACK_TRIGGERS = frozenset(
-    {
-        "CriticalErrorRate",
-        "CriticalP95Latency",
-        "MitaSystemUnhealthy",
-        "MitaDatabaseConnectionIssues",
-        "TransactionProcessingFailure",
-        "RedisConnectionFailure",
-        "UserRegistrationDown",
-    }
-)
+# The alerts the rollback agents act on by default: the rules must define exactly these
+# (the agent's own list, so the two cannot drift apart; docs/contracts.md).
+ROLLBACK_TRIGGERS = frozenset(DEFAULT_TRIGGERS)
 SEVERITIES = ("info", "warning", "error", "critical")
 CATEGORIES = (
     "api_performance",
@@ -53,30 +39,6 @@ CATEGORIES = (
     "external_services",
     "monitoring_meta",
 )
-
-
-def require_tool(name: str) -> str:
-    """Absolute path of a command-line tool, or a failure that says how to get it."""
-    found = shutil.which(name) or shutil.which(name, path="/usr/bin:/usr/sbin:/sbin:/bin")
-    if not found:
-        pytest.fail(f"{name} is not installed: run 'make bootstrap' (scripts/bootstrap installs it)")
-    return found
-
-
-def free_port() -> int:
-    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def ansible_env() -> dict[str, str]:

@@ -9,8 +9,10 @@ from collections.abc import Iterator
 import pytest
 import requests
 import yaml
-from monitoring_support import Render, free_port, require_tool, wait_for
+from monitoring_support import Render
 from pytest_httpserver import HTTPServer
+from testkit.net import free_port, wait_for
+from testkit.tools import require_tool
 
 pytestmark = pytest.mark.monitoring
 

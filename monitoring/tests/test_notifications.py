@@ -15,7 +15,6 @@ import email
 import email.policy
 import json
 import re
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -29,8 +28,10 @@ import requests
 import yaml
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
-from monitoring_support import Render, free_port, render_fixture, require_tool, wait_for
+from monitoring_support import Render, render_fixture
 from pytest_httpserver import HTTPServer
+from testkit.net import free_port, wait_for
+from testkit.services import alertmanager
 from werkzeug import Request, Response
 
 pytestmark = [
@@ -175,34 +176,10 @@ def capture_render(
     return render, secrets
 
 
+@dataclass(frozen=True)
 class Alertmanager:
-    def __init__(self, config: Path, workdir: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        workdir.mkdir(parents=True, exist_ok=True)
-        self.log = workdir / "alertmanager.log"
-        self._log = self.log.open("w")
-        self.proc = subprocess.Popen(
-            [
-                require_tool("prometheus-alertmanager"),
-                f"--config.file={config}",
-                f"--storage.path={workdir / 'data'}",
-                f"--web.listen-address=127.0.0.1:{self.port}",
-                f"--web.external-url={self.url}",
-                "--cluster.listen-address=",
-                "--log.level=debug",
-            ],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-
-        def ready() -> bool:
-            assert self.proc.poll() is None, f"alertmanager exited:\n{self.log.read_text()}"
-            with contextlib.suppress(requests.RequestException):
-                return requests.get(f"{self.url}/-/ready", timeout=1).status_code == 200
-            return False
-
-        wait_for(ready, 30, "alertmanager to be ready")
+    url: str
+    log: Path
 
     def post(self, *alerts: dict[str, Any]) -> None:
         response = requests.post(f"{self.url}/api/v2/alerts", json=list(alerts), timeout=5)
@@ -215,23 +192,11 @@ class Alertmanager:
         response.raise_for_status()
         return list(response.json())
 
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-        self._log.close()
-
 
 @contextlib.contextmanager
 def running_alertmanager(config: Path, workdir: Path) -> Iterator[Alertmanager]:
-    am = Alertmanager(config, workdir)
-    try:
-        yield am
-    finally:
-        am.stop()
+    with alertmanager(config, workdir, external_url=True) as am:
+        yield Alertmanager(am.url, am.log)
 
 
 # --- alerts as Prometheus would send them --------------------------------------------------------

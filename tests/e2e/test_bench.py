@@ -16,7 +16,7 @@ from lab_kit import incident
 from lab_kit.inventory import Lab
 from lab_kit.paths import TIMINGS
 from lab_kit.runner import playbook
-from test_rollback import ensure_good, wait_cooldown
+from testkit.lab import ensure_good, wait_cooldown
 
 pytestmark = pytest.mark.bench
 

@@ -1,4 +1,4 @@
-"""The alert pipeline tester (playbooks/test-pipeline.yml) against the lab's real stack.
+"""The alert pipeline tester (playbooks/pipeline-tester.yml) against the lab's real stack.
 
 Both Alertmanagers, both rollback agents (basic auth with the lab's webhook secret), Slack,
 email and PagerDuty (the lab's capture server standing in, reached through the same code paths
@@ -26,9 +26,9 @@ def last_id(lab: Lab) -> int:
 def test_every_check_of_the_pipeline_tester_passes_on_the_lab(lab: Lab, tmp_path: Path) -> None:
     before = last_id(lab)
     results = tmp_path / "pipeline.json"
-    res = playbook("test-pipeline.yml", "-e", f"pipeline_tester_results_file={results}",
-                   quiet=True, label="e2e-test-pipeline")
-    assert res.rc == 0, f"test-pipeline.yml failed (rc {res.rc}):\n{res.log.read_text()[-4000:]}"
+    res = playbook("pipeline-tester.yml", "-e", f"pipeline_tester_results_file={results}",
+                   quiet=True, label="e2e-pipeline-tester")
+    assert res.rc == 0, f"pipeline-tester.yml failed (rc {res.rc}):\n{res.log.read_text()[-4000:]}"
     report = json.loads(results.read_text())
     checks = {c["name"]: c for c in report["checks"]}
     expected = (
@@ -48,5 +48,5 @@ def test_every_check_of_the_pipeline_tester_passes_on_the_lab(lab: Lab, tmp_path
     pagerduty = [m["raw"] for m in got if m["kind"] == "pagerduty"]
     events = {(e.get("dedup_key"), e.get("event_action")) for e in pagerduty}
     for tier in ("critical", "error"):
-        key = f"alert-pipeline-tester-{report['run_id']}-{tier}"
+        key = f"pipeline-tester-{report['run_id']}-{tier}"
         assert {(key, "trigger"), (key, "resolve")} <= events, f"no trigger and resolve of {key}"

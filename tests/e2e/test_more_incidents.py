@@ -17,7 +17,7 @@ import pytest
 from lab_kit import deploys, incident
 from lab_kit.inventory import Host, Lab
 from lab_kit.podman import exec_in as in_host
-from test_rollback import INCIDENT_TIMEOUT, ensure_good, new_incidents, wait_cooldown
+from testkit.lab import INCIDENT_TIMEOUT, ensure_good, new_incidents, wait_cooldown
 
 pytestmark = pytest.mark.e2e
 

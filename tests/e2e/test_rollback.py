@@ -13,42 +13,14 @@ import json
 import re
 import time
 import urllib.request
-from typing import Any
 
 import pytest
 from lab_kit import deploys, incident, services
 from lab_kit.inventory import Lab
 from lab_kit.podman import exec_in as in_host
+from testkit.lab import INCIDENT_TIMEOUT, ensure_good, new_incidents, wait_cooldown
 
 pytestmark = pytest.mark.e2e
-
-INCIDENT_TIMEOUT = 480
-
-
-def ensure_good(lab: Lab, shas: dict[str, str]) -> None:
-    """Every app host on v2 (the previous test may have left something else)."""
-    current = {h.name: deploys.current_sha(deploys.agent_status(lab, h)) for h in lab.group("app")}
-    if any(sha != shas["v2"] for sha in current.values()):
-        assert deploys.deploy(lab, "v2", force=True, quiet=True) == 0, f"could not put v2 back: {current}"
-
-
-def wait_cooldown(lab: Lab) -> None:
-    """Let the agents' cooldown (lab: 30 s) pass since their last rollback."""
-    cooldown = max(
-        (deploys.agent_status(lab, h) or {}).get("guards", {}).get("cooldown", 0) for h in lab.group("app")
-    )
-    last = 0.0
-    for h in lab.group("app"):
-        for inc in (deploys.agent_status(lab, h) or {}).get("history") or []:
-            last = max(last, inc.get("ended_at") or 0)
-    delay = last + cooldown + 2 - time.time()
-    if delay > 0:
-        time.sleep(delay)
-
-
-def new_incidents(report: incident.Report, host: str) -> list[dict[str, Any]]:
-    return list(report.incidents.get(host, {}).values())
-
 
 @pytest.fixture(scope="module")
 def v3(lab: Lab, shas: dict[str, str]) -> incident.Report:

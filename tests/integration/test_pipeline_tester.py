@@ -1,4 +1,4 @@
-"""scripts/test_alertmanager.py against a real Alertmanager (Debian's 0.25) on loopback.
+"""pipeline-tester against a real Alertmanager (Debian's 0.25) on loopback.
 
 Slack and PagerDuty are a pytest-httpserver capture, SendGrid an aiosmtpd server with AUTH (plain
 and STARTTLS), all on 127.0.0.1; the tester runs as a subprocess exactly as an SRE runs it. The
@@ -9,7 +9,6 @@ the PagerDuty events and their dedup key), the exit status, and that no secret i
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import os
 import re
@@ -31,6 +30,9 @@ import requests
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 from pytest_httpserver import HTTPServer
+from testkit import services
+from testkit.net import free_port
+from testkit.tools import require_tool
 from werkzeug import Request, Response
 
 pytestmark = [
@@ -39,15 +41,8 @@ pytestmark = [
 ]
 
 REPO = Path(__file__).resolve().parents[2]
-TESTER = REPO / "scripts" / "test_alertmanager.py"
-
-_spec = importlib.util.spec_from_file_location("repo_shared_fixtures", REPO / "tests" / "conftest.py")
-assert _spec and _spec.loader
-if _spec.name not in sys.modules:
-    sys.modules[_spec.name] = importlib.util.module_from_spec(_spec)
-    _spec.loader.exec_module(sys.modules[_spec.name])
-shared = sys.modules[_spec.name]
-free_port, require_tool = shared.free_port, shared.require_tool
+TESTER = Path(sys.executable).parent / "pipeline-tester"  # the console script scripts/bootstrap installs
+SHIM = REPO / "scripts" / "test_alertmanager.py"
 
 # Secrets: distinctive values, so that a leak anywhere in the output is found.
 SLACK_PATH = "/services/T0PIPE/B0TEST/slackSecretToken4242"
@@ -230,35 +225,11 @@ class Alertmanager:
 
 @contextlib.contextmanager
 def run_alertmanager(config: str, workdir: Path, *cluster: str, port: int | None = None) -> Iterator[str]:
-    """Debian's Alertmanager on 127.0.0.1; single node unless cluster flags are given."""
-    port = port or free_port()
+    """Debian's Alertmanager on 127.0.0.1 with this config; single node unless cluster flags are given."""
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "alertmanager.yml").write_text(config)
-    url = f"http://127.0.0.1:{port}"
-    with (workdir / "alertmanager.log").open("w") as log:
-        proc = subprocess.Popen(
-            [require_tool("prometheus-alertmanager"), f"--config.file={workdir / 'alertmanager.yml'}",
-             f"--storage.path={workdir / 'data'}", f"--web.listen-address=127.0.0.1:{port}",
-             "--log.level=debug", *(cluster or ["--cluster.listen-address="])],
-            stdout=log, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                with contextlib.suppress(requests.RequestException):
-                    if requests.get(f"{url}/-/ready", timeout=1).status_code == 200:
-                        break
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    log_text = (workdir / "alertmanager.log").read_text()
-                    raise RuntimeError(f"Alertmanager did not start:\n{log_text}")
-                time.sleep(0.1)
-            yield url
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    with services.alertmanager(workdir / "alertmanager.yml", workdir, port=port, cluster=cluster) as am:
+        yield am.url
 
 
 @pytest.fixture(scope="module")
@@ -318,7 +289,7 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 def run_tester(args: str, *, env: dict[str, str] | None = None, json_out: bool = True) -> Run:
     """Run the tester with ``args`` (a command line); every output is searched for every secret."""
-    cmd = [sys.executable, str(TESTER), *shlex.split(args), *(["--json"] if json_out else [])]
+    cmd = [str(TESTER), *shlex.split(args), *(["--json"] if json_out else [])]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=clean_env() if env is None else env,
                           timeout=120, check=False)
     for secret in SECRETS:
@@ -364,6 +335,18 @@ def test_table_output_and_summary_line(alertmanager: Alertmanager) -> None:
     assert "no Slack webhook URL: set $SLACK_WEBHOOK_URL" in run.stdout
     assert lines[-1].startswith("OK: 1 passed, 0 failed, 5 skipped in ")
     assert "\033[" not in run.stdout  # NO_COLOR
+
+
+def test_the_old_script_name_runs_the_tester_and_a_python_without_it_says_how() -> None:
+    ran = subprocess.run([sys.executable, str(SHIM), "--version"], capture_output=True, text=True,
+                         timeout=60, check=False)
+    assert (ran.returncode, ran.stdout.strip()) == (0, "pipeline-tester 1.0.0"), ran.stderr
+    # -S: no site-packages, like the system python3 that has none of the tester's dependencies
+    bare = subprocess.run([sys.executable, "-S", str(SHIM), "--version"], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert bare.returncode == 2 and bare.stdout == ""
+    assert "Traceback" not in bare.stderr
+    assert f"run {TESTER} instead (same flags)" in bare.stderr, bare.stderr
 
 
 def test_alertmanager_down_fails_with_the_reason_and_exit_1() -> None:
@@ -424,13 +407,13 @@ def test_slack_posts_the_marked_test_message_byte_for_byte(capture: HTTPServer) 
     expected = {
         "text": f":test_tube: *[TEST] Alert pipeline test* from `{HOST}` (run `{run.run_id}`): "
                 "checking that this webhook delivers. Not an incident, no action needed.",
-        "username": "alert-pipeline-tester",
+        "username": "pipeline-tester",
         "attachments": [{
             "color": "good",
             "fallback": f"[TEST] Alert pipeline test {run.run_id}",
             "fields": [{"title": "Run", "value": run.run_id, "short": True},
                        {"title": "From", "value": HOST, "short": True}],
-            "footer": "alert-pipeline-tester (scripts/test_alertmanager.py)",
+            "footer": "pipeline-tester",
         }],
     }
     assert request.get_data() == json.dumps(expected).encode()
@@ -466,21 +449,21 @@ def _trigger(key: str, tier: str, run_id: str) -> dict[str, Any]:
     return {
         "routing_key": key,
         "event_action": "trigger",
-        "dedup_key": f"alert-pipeline-tester-{run_id}-{tier}",
+        "dedup_key": f"pipeline-tester-{run_id}-{tier}",
         "payload": {
             "summary": f"[TEST] Alert pipeline test {run_id} from {HOST}: not an incident, resolves itself",
             "source": HOST,
             "severity": tier,
-            "component": "alert-pipeline-tester",
+            "component": "pipeline-tester",
             "group": "monitoring",
             "class": "pipeline-test",
             "custom_details": {
                 "run_id": run_id,
                 "routing_key": f"{tier} routing key",
-                "note": "Sent by scripts/test_alertmanager.py; resolved a moment later. No action needed.",
+                "note": "Sent by pipeline-tester; resolved a moment later. No action needed.",
             },
         },
-        "client": "alert-pipeline-tester",
+        "client": "pipeline-tester",
     }
 
 
@@ -493,7 +476,7 @@ def test_pagerduty_triggers_then_resolves_with_the_same_dedup_key(capture: HTTPS
     assert all(r.headers["Content-Type"] == "application/json" for r in requests_made)
     events = [json.loads(r.get_data()) for r in requests_made]
     for key, tier in ((PD_CRITICAL, "critical"), (PD_ERROR, "error")):
-        dedup = f"alert-pipeline-tester-{run.run_id}-{tier}"
+        dedup = f"pipeline-tester-{run.run_id}-{tier}"
         assert [e for e in events if e["routing_key"] == key] == [
             _trigger(key, tier, run.run_id),
             {"routing_key": key, "event_action": "resolve", "dedup_key": dedup},
@@ -727,7 +710,7 @@ def test_test_alert_is_held_routed_and_resolved(alertmanager: Alertmanager) -> N
                                "pipeline-tester, critical-alerts (amtool agrees); resolved")
     assert check["data"]["labels"] == {
         "alertname": "PipelineRouting", "severity": "critical", "instance": HOST,
-        "job": "alert-pipeline-tester", "team": "sre", "pipeline_test": "true",
+        "job": "pipeline-tester", "team": "sre", "pipeline_test": "true",
         "pipeline_test_run": run.run_id}
     assert check["data"]["amtool_receivers"] == ["pipeline-tester", "critical-alerts"]
     assert active_test_alerts(alertmanager.url) == []  # resolved: nothing left firing
@@ -743,10 +726,6 @@ def test_test_alert_routed_elsewhere_than_expected_fails(alertmanager: Alertmana
 
 def test_flags_are_validated_before_anything_is_sent(alertmanager: Alertmanager) -> None:
     url = alertmanager.url
-    rollback = run_tester(f"--alertmanager-url {url} --test-alert CriticalErrorRate", json_out=False)
-    assert rollback.rc == 2
-    assert "--test-alert CriticalErrorRate is a rollback trigger" in rollback.stderr
-    assert "--allow-rollback-alert" in rollback.stderr
     label = run_tester(f"--alertmanager-url {url} --label severity=critical", json_out=False)
     assert label.rc == 2 and "--label severity=…: use --severity" in label.stderr
     bad = run_tester(f"--alertmanager-url {url} --label 'not a label'", json_out=False)
@@ -848,7 +827,7 @@ def test_stopping_the_tester_during_e2e_still_resolves_the_alert(
 ) -> None:
     """Ctrl-C (or a CI timeout's SIGTERM) while waiting for delivery: the alert is resolved, exit 130."""
     name = f"PipelineStopped{signum}"
-    cmd = [sys.executable, str(TESTER), *shlex.split(
+    cmd = [str(TESTER), *shlex.split(
         f"--alertmanager-url {alertmanager.url} --only test-alert --e2e --test-alert {name} "
         f"--label team=broken --e2e-timeout 60 --capture-listen 127.0.0.1:{free_port()}")]
     # As in a terminal: SIGINT delivered (a non-interactive parent may have set it to ignored).
@@ -872,7 +851,7 @@ def test_stopping_the_tester_during_e2e_still_resolves_the_alert(
 
 
 # =================================================================================================
-# playbooks/test-pipeline.yml: the same from an inventory
+# playbooks/pipeline-tester.yml: the same from an inventory
 # =================================================================================================
 def test_playbook_runs_the_tester_against_the_inventory(
     capture: HTTPServer, alertmanager: Alertmanager, tmp_path: Path,
@@ -887,13 +866,13 @@ def test_playbook_runs_the_tester_against_the_inventory(
     env = clean_env(ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
     proc = subprocess.run(
         [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory),
-         str(REPO / "playbooks" / "test-pipeline.yml"), "-e", "pipeline_tester_severity=error"],
+         str(REPO / "playbooks" / "pipeline-tester.yml"), "-e", "pipeline_tester_severity=error"],
         capture_output=True, text=True, env=env, timeout=180, check=False, cwd=REPO)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = " ".join(proc.stdout.split())  # the YAML callback folds long lines
     assert "alertmanager | PASS | v0.25.0, up " in out
     assert "test-alert | PASS | AlertPipelineTest (severity error) held by Alertmanager, routed to" in out
-    assert "pagerduty:critical | PASS | test event alert-pipeline-tester-" in out
+    assert "pagerduty:critical | PASS | test event pipeline-tester-" in out
     assert "agents | SKIP | no rollback agent" in out
     assert "OK: 3 passed, 0 failed, 4 skipped" in out
     # the critical key went from the inventory to the tester through its environment

@@ -10,13 +10,11 @@ wrong one.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import os
 import shlex
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,20 +23,18 @@ from typing import Any
 import pytest
 import requests
 import yaml
+from testkit import services
+from testkit.net import free_port
+from testkit.tools import require_tool
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-TESTER = REPO / "scripts" / "test_alertmanager.py"
+TESTER = Path(sys.executable).parent / "pipeline-tester"  # the console script scripts/bootstrap installs
 SECRET = "agentWebhookSecret-4242"
-
-_spec = importlib.util.spec_from_file_location("repo_shared_fixtures", REPO / "tests" / "conftest.py")
-assert _spec and _spec.loader
-if _spec.name not in sys.modules:
-    sys.modules[_spec.name] = importlib.util.module_from_spec(_spec)
-    _spec.loader.exec_module(sys.modules[_spec.name])
-shared = sys.modules[_spec.name]
-free_port, require_tool = shared.free_port, shared.require_tool
+# A trigger of the first agent's own configuration (beside the seven defaults): the tester must
+# learn it from the agent.
+CUSTOM_TRIGGER = "CheckoutQueueStalled"
 
 
 @dataclass
@@ -61,7 +57,7 @@ def agent_cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 @contextlib.contextmanager
-def rollback_agent(root: Path, *, deploys: int) -> Iterator[Agent]:
+def rollback_agent(root: Path, *, deploys: int, triggers: dict[str, Any] | None = None) -> Iterator[Agent]:
     """A real agent on 127.0.0.1: two releases in git, the first ``deploys`` of them deployed in turn."""
     repo, state, etc = root / "app", root / "state", root / "etc"
     for directory in (repo, state, etc):
@@ -85,37 +81,23 @@ def rollback_agent(root: Path, *, deploys: int) -> Iterator[Agent]:
         "services": {"units": ["app.service"], "restart_command": ["true"], "status_command": ["true"]},
         "scope": {"match_labels": {"service": "mita-api"}},
         "server": {"bind": f"127.0.0.1:{port}", "workers": 1, "access_log": False},
+        **({"triggers": triggers} if triggers else {}),
     }))
     for sha in shas[:deploys]:
         done = agent_cli(config, "deploy", sha)
         assert done.returncode == 0, done.stdout + done.stderr
-    log = (root / "agent.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "rollback_agent", "serve", "--config", str(config)],
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            with contextlib.suppress(requests.RequestException):
-                if requests.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the agent did not start:\n{(root / 'agent.log').read_text()}")
-            time.sleep(0.1)
+    # gunicorn's master stops its workers when stopped
+    with services.serving([sys.executable, "-m", "rollback_agent", "serve", "--config", str(config)],
+                          root / "agent.log", f"{url}/healthz", start_new_session=True):
         yield Agent(url, config, shas)
-    finally:
-        proc.terminate()  # gunicorn's master stops its workers
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 @pytest.fixture(scope="module")
 def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
-    with rollback_agent(tmp_path_factory.mktemp("agents") / "app-ready", deploys=2) as running:
+    custom = {CUSTOM_TRIGGER: {"trigger": "checkout_queue", "reason": "Checkout queue stalled"}}
+    root = tmp_path_factory.mktemp("agents") / "app-ready"
+    with rollback_agent(root, deploys=2, triggers=custom) as running:
         yield running
 
 
@@ -149,32 +131,15 @@ def alertmanager(agent: Agent, fresh_agent: Agent, tmp_path_factory: pytest.Temp
     }
     workdir = tmp_path_factory.mktemp("am")
     (workdir / "alertmanager.yml").write_text(yaml.safe_dump(config))
-    port = free_port()
-    with (workdir / "alertmanager.log").open("w") as log:
-        proc = subprocess.Popen(
-            [require_tool("prometheus-alertmanager"), f"--config.file={workdir / 'alertmanager.yml'}",
-             f"--storage.path={workdir / 'data'}", f"--web.listen-address=127.0.0.1:{port}",
-             "--cluster.listen-address="], stdout=log, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                with contextlib.suppress(requests.RequestException):
-                    if requests.get(f"{url}/-/ready", timeout=1).status_code == 200:
-                        break
-                started = proc.poll() is None and time.monotonic() < deadline
-                assert started, (workdir / "alertmanager.log").read_text()
-                time.sleep(0.1)
-            yield url
-        finally:
-            proc.terminate()
-            proc.wait(10)
+    with services.alertmanager(workdir / "alertmanager.yml", workdir) as am:
+        yield am.url
 
 
 @dataclass
 class Run:
     rc: int
     stdout: str
+    stderr: str
     doc: dict[str, Any]
 
     def check(self, name: str) -> dict[str, Any]:
@@ -186,11 +151,12 @@ def run_tester(args: str, secret: str | None = SECRET) -> Run:
     env = {k: v for k, v in os.environ.items() if k != "ROLLBACK_WEBHOOK_SECRET"}
     if secret is not None:
         env["ROLLBACK_WEBHOOK_SECRET"] = secret
-    proc = subprocess.run([sys.executable, str(TESTER), *shlex.split(args), "--json"], capture_output=True,
+    proc = subprocess.run([str(TESTER), *shlex.split(args), "--json"], capture_output=True,
                           text=True, env=env, timeout=120, check=False)
     for leaked in (SECRET, "nope-wrong-4242"):
         assert leaked not in proc.stdout + proc.stderr
-    return Run(proc.returncode, proc.stdout, json.loads(proc.stdout))
+    doc = json.loads(proc.stdout) if proc.stdout.strip() else {}
+    return Run(proc.returncode, proc.stdout, proc.stderr, doc)
 
 
 def label(agent: Agent) -> str:
@@ -285,3 +251,30 @@ def test_e2e_a_wrong_webhook_secret_in_alertmanager_fails(fresh_agent: Agent, al
     # (not asserted: Alertmanager's webhook counter, which the previous test's resolved webhook to
     # the other agent may move in the same window; the agent's own counter is what catches this)
     assert run.check("e2e")["duration_s"] < 15  # a refusal is final: no waiting for the timeout
+
+
+@pytest.mark.parametrize("name", ["CriticalErrorRate", CUSTOM_TRIGGER])
+def test_a_test_alert_named_like_an_agents_trigger_is_refused(
+    agent: Agent, alertmanager: str, name: str
+) -> None:
+    """The names come from the agent's monitored_triggers: a default one and one of its own config."""
+    run = run_tester(f"--alertmanager-url {alertmanager} --api-url {agent.url} --test-alert {name}")
+    assert run.rc == 2, run.stdout + run.stderr
+    assert f"--test-alert {name} is a rollback trigger of {agent.url} (its monitored_triggers)" in run.stderr
+    assert "--allow-rollback-alert" in run.stderr
+    allowed = run_tester(f"--alertmanager-url {alertmanager} --api-url {agent.url} --test-alert {name} "
+                         "--allow-rollback-alert --dry-run")
+    assert allowed.rc == 0, allowed.stdout + allowed.stderr
+
+
+def test_a_test_alert_name_is_refused_when_an_agents_triggers_cannot_be_read(
+    agent: Agent, alertmanager: str
+) -> None:
+    run = run_tester(f"--alertmanager-url {alertmanager} --api-url {agent.url} --test-alert PipelineNamed",
+                     secret=None)
+    assert run.rc == 2
+    assert (f"--test-alert PipelineNamed: cannot tell whether it is a rollback trigger ({agent.url}: no "
+            "rollback webhook secret") in run.stderr, run.stderr
+    # the default name needs no list: no agent acts on it unless it lists it
+    default = run_tester(f"--alertmanager-url {alertmanager} --api-url {agent.url} --dry-run", secret=None)
+    assert default.rc == 0, default.stdout + default.stderr

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import os
 import shutil
@@ -17,26 +16,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from testkit.net import free_port, wait_for_port
+from testkit.tools import require_tool
 
 HERE = Path(__file__).resolve().parent
 APP_DIR = HERE.parent
-REPO_ROOT = APP_DIR.parent.parent
 VENV_BIN = Path(sys.executable).parent
-
-# The repository's shared fixtures (tests/conftest.py): a real PostgreSQL cluster.
-_spec = importlib.util.spec_from_file_location("repo_shared_fixtures", REPO_ROOT / "tests" / "conftest.py")
-assert _spec and _spec.loader
-shared = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = shared
-_spec.loader.exec_module(shared)
-postgres_server = shared.postgres_server
-free_port = shared.free_port
-wait_for_port = shared.wait_for_port
+# postgres_server (a real PostgreSQL cluster) comes from testkit.plugin, like in every suite.
 
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
-    server = shared.require_tool("redis-server")
+    server = require_tool("redis-server")
     port = free_port()
     workdir = Path(tempfile.mkdtemp(prefix="sample-redis-"))
     proc = subprocess.Popen(

@@ -56,7 +56,7 @@ class AlertProbe(Check):
             "annotations": {
                 "summary": f"[TEST] Alert pipeline test {s.run_id}: not an incident, no action needed",
                 "description": (
-                    f"Sent by {TOOL_NAME} (scripts/test_alertmanager.py) on {s.hostname} to check "
+                    f"Sent by {TOOL_NAME} on {s.hostname} to check "
                     "routing and delivery. It is resolved by the tester within seconds or minutes."
                 ),
             },

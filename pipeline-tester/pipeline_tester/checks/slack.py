@@ -46,7 +46,7 @@ def slack_payload(run_id: str, hostname: str, channel: str | None) -> dict[str, 
                     {"title": "Run", "value": run_id, "short": True},
                     {"title": "From", "value": hostname, "short": True},
                 ],
-                "footer": f"{TOOL_NAME} (scripts/test_alertmanager.py)",
+                "footer": TOOL_NAME,
             }
         ],
     }

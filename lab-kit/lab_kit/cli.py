@@ -18,8 +18,9 @@ import textwrap
 import time
 
 from lab_kit import deploys, inventory, podman, services
-from lab_kit.paths import CAPTURE_DIR, ROOT, SSH_KEY, STATE
-from lab_kit.runner import PlayResult, ensure_secrets, heavy_lock, playbook, record_timing
+from lab_kit.lock import heavy_lock
+from lab_kit.paths import CAPTURE_DIR, ROOT, SAMPLE_APP_PLAYBOOK, SSH_KEY, STATE
+from lab_kit.runner import PlayResult, ensure_secrets, playbook, playbook_path, record_timing
 from lab_kit.ui import die, info, ok, step, warn
 
 
@@ -42,18 +43,19 @@ def boot(lab: inventory.Lab) -> None:
 
 
 def provision(lab: inventory.Lab, *, quiet: bool = False) -> list[PlayResult]:
-    """The sample service's runtime (lab-app.yml), then the whole stack (site.yml)."""
+    """The sample service's runtime (the lab-only sample-app.yml), then the whole stack (site.yml)."""
     results = []
     # LAB_SITE_PLAYBOOK: another playbook in place of site.yml (developing the lab itself)
     site = os.environ.get("LAB_SITE_PLAYBOOK") or "site.yml"
-    for name in ("lab-app.yml", site):
-        if not (ROOT / "playbooks" / name).exists():
-            die(f"playbooks/{name} is missing (another area has not landed it yet)")
-        step(f"ansible-playbook playbooks/{name}")
+    for name in (SAMPLE_APP_PLAYBOOK, site):
+        path = playbook_path(name)
+        if not path.exists():
+            die(f"{path.relative_to(ROOT)} is missing (another area has not landed it yet)")
+        step(f"ansible-playbook {path.relative_to(ROOT)}")
         res = playbook(name, quiet=quiet)
         if res.rc != 0:
-            die(f"playbooks/{name} failed (rc {res.rc}); full log: {res.log}")
-        ok(f"{name}: {res.tasks} tasks, {res.changed} changed, {res.seconds:.0f}s (log {res.log})")
+            die(f"{path.relative_to(ROOT)} failed (rc {res.rc}); full log: {res.log}")
+        ok(f"{path.name}: {res.tasks} tasks, {res.changed} changed, {res.seconds:.0f}s (log {res.log})")
         results.append(res)
     return results
 

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from . import TOOL_NAME
 from .checks import build_checks, check_groups
+from .checks.alert_probe import AlertProbe
 from .checks.base import Check, Context
 from .http import new_session
 from .model import CheckResult, Planned, SkipCheckError, Status
@@ -22,6 +23,7 @@ from .options import build_parser, settings_from
 from .report import Summary, document, planned_text, render_json, table
 from .secrets import RedactingFilter, Redactor
 from .settings import ConfigError, Settings
+from .triggers import guard_test_alert
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 log = logging.getLogger(TOOL_NAME)
@@ -119,7 +121,7 @@ def main(
         return _run(args, env, out, err, redact)
     except Exception as exc:  # a bug: say so, never with a secret in it
         detail = "".join(traceback.format_exception(exc)) if args.verbose else f"{type(exc).__name__}: {exc}"
-        print(f"test_alertmanager.py: internal error: {redact(detail)}", file=err)
+        print(f"{TOOL_NAME}: internal error: {redact(detail)}", file=err)
         return EXIT_INTERNAL
 
 
@@ -133,7 +135,7 @@ def _run(
     try:
         settings = settings_from(args, env)
     except ConfigError as exc:
-        print(f"test_alertmanager.py: error: {redact(str(exc))}", file=err)
+        print(f"{TOOL_NAME}: error: {redact(str(exc))}", file=err)
         return EXIT_USAGE
     for secret in settings.secrets.values():
         if secret is not None:
@@ -152,8 +154,10 @@ def _run(
     ctx = Context(settings=settings, session=new_session(), redact=redact)
     try:
         checks = select(build_checks(settings), settings)
+        if any(isinstance(c, AlertProbe) for c in checks):
+            guard_test_alert(ctx.session, settings)
     except ConfigError as exc:
-        print(f"test_alertmanager.py: error: {redact(str(exc))}", file=err)
+        print(f"{TOOL_NAME}: error: {redact(str(exc))}", file=err)
         return EXIT_USAGE
 
     # SIGTERM (a CI timeout, ansible) stops like Ctrl-C: the test alert is still resolved.

@@ -6,11 +6,16 @@ import os
 import sys
 from pathlib import Path
 
+# The repository this package sits in: scripts/bootstrap installs it in editable mode
+# (pip install -e lab-kit), so the lab always runs this checkout's playbooks and inventory.
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(os.environ.get("LAB_VENV_BIN", str(ROOT / ".venv" / "bin")))
 PYTHON = Path(sys.executable)
 STATE = Path(os.environ.get("LAB_STATE_DIR", str(ROOT / ".lab")))
 INVENTORY = ROOT / "inventories" / "lab"
+PLAYBOOKS = ROOT / "playbooks"
+# The lab's own playbook (never run in production) sits beside its inventory.
+SAMPLE_APP_PLAYBOOK = "inventories/lab/playbooks/sample-app.yml"
 RELEASES_REPO = STATE / "releases" / "sample-app"
 RELEASES_BUNDLE = STATE / "releases" / "sample-app.bundle"
 SECRETS = STATE / "secrets.yml"

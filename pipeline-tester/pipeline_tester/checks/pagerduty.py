@@ -33,7 +33,7 @@ def trigger_event(routing_key: str, run_id: str, tier: str, hostname: str) -> di
             "custom_details": {
                 "run_id": run_id,
                 "routing_key": f"{tier} routing key",
-                "note": "Sent by scripts/test_alertmanager.py; resolved a moment later. No action needed.",
+                "note": f"Sent by {TOOL_NAME}; resolved a moment later. No action needed.",
             },
         },
         "client": TOOL_NAME,

@@ -1,9 +1,7 @@
-"""Running things for the lab: the shared heavy-suite lock, ansible-playbook, timings."""
+"""Running things for the lab: secrets, ansible-playbook, timings (the lock: lab_kit.lock)."""
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
 import re
@@ -11,43 +9,13 @@ import secrets
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from lab_kit.paths import HEAVY_LOCK, INVENTORY, LOG_DIR, ROOT, SECRETS, TIMINGS, VENV_BIN
-from lab_kit.ui import info
-
-LOCK_ENV = "HEAVY_SUITE_LOCK_HELD"
-
-
-@contextlib.contextmanager
-def heavy_lock() -> Iterator[None]:
-    """Hold /tmp/heavy-suite.lock (the team's lock for podman/molecule/lab work).
-
-    A caller that already holds it (``flock /tmp/heavy-suite.lock ...`` or the e2e fixtures)
-    sets HEAVY_SUITE_LOCK_HELD=1, and nothing is taken twice.
-    """
-    if os.environ.get(LOCK_ENV) == "1":
-        yield
-        return
-    HEAVY_LOCK.parent.mkdir(parents=True, exist_ok=True)
-    with HEAVY_LOCK.open("a") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            info(f"waiting for {HEAVY_LOCK} (another heavy suite is running) ...")
-            fcntl.flock(fh, fcntl.LOCK_EX)
-        os.environ[LOCK_ENV] = "1"
-        try:
-            yield
-        finally:
-            os.environ.pop(LOCK_ENV, None)
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
+from lab_kit.paths import INVENTORY, LOG_DIR, PLAYBOOKS, ROOT, SECRETS, TIMINGS, VENV_BIN
 
 SECRET_KEYS = (
     "db_password", "db_monitor_password", "redis_password", "webhook_secret",
@@ -118,11 +86,16 @@ def ansible_env() -> dict[str, str]:
     return env
 
 
+def playbook_path(name: str) -> Path:
+    """playbooks/<name>, or a path from the repository root when ``name`` has a slash."""
+    return ROOT / name if "/" in name else PLAYBOOKS / name
+
+
 def playbook(name: str, *args: str, quiet: bool = False, label: str | None = None) -> PlayResult:
-    """Run playbooks/<name> on the lab; stream (or only log) its output; record its timing."""
+    """Run playbook_path(name) on the lab; stream (or only log) its output; record its timing."""
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     log = LOG_DIR / f"{time.strftime('%Y%m%d-%H%M%S')}-{label or Path(name).stem}.log"
-    cmd = [str(VENV_BIN / "ansible-playbook"), "-i", str(INVENTORY), str(ROOT / "playbooks" / name), *args]
+    cmd = [str(VENV_BIN / "ansible-playbook"), "-i", str(INVENTORY), str(playbook_path(name)), *args]
     start = time.monotonic()
     out_lines: list[str] = []
     with log.open("w") as fh, subprocess.Popen(

@@ -11,8 +11,8 @@ from urllib.parse import urlsplit
 
 from . import TOOL_NAME, __version__
 from .settings import (
+    DEFAULT_TEST_ALERT,
     LABEL_NAME,
-    ROLLBACK_ALERTS,
     RUN_LABEL,
     SECRET_SPECS,
     SEVERITIES,
@@ -41,7 +41,7 @@ See docs/pipeline-tester.md.
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="test_alertmanager.py",
+        prog=TOOL_NAME,
         description="Check the whole alert path: Alertmanager, Slack, email (SendGrid), PagerDuty, the "
         "rollback agents, and a test alert's routing and delivery. Prints a PASS/FAIL table.",
         epilog=EPILOG,
@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = p.add_argument_group("test alert")
     g.add_argument(
-        "--test-alert", default="AlertPipelineTest", metavar="NAME", help="alertname (default %(default)s)"
+        "--test-alert", default=DEFAULT_TEST_ALERT, metavar="NAME", help="alertname (default %(default)s)"
     )
     g.add_argument(
         "--severity", default="warning", choices=SEVERITIES, help="severity label (default %(default)s)"
@@ -238,12 +238,6 @@ def settings_from(args: argparse.Namespace, environ: dict[str, str] | os._Enviro
         labels[key] = value
     if not re.fullmatch(r"[A-Za-z_:][A-Za-z0-9_:]*", args.test_alert):
         raise ConfigError(f"--test-alert {args.test_alert!r}: not a valid alert name")
-    if args.test_alert in ROLLBACK_ALERTS and not args.allow_rollback_alert:
-        raise ConfigError(
-            f"--test-alert {args.test_alert} is a rollback trigger: if it reaches the rollback agents with "
-            "labels in their scope, a real rollback starts. Add --allow-rollback-alert if that is what you "
-            "want (the agents check tests the rollback path without it)"
-        )
     if args.email_from and "@" not in args.email_from:
         raise ConfigError(f"--email-from {args.email_from!r}: not an email address")
     for address in args.email_to:
