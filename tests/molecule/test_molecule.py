@@ -1,9 +1,10 @@
 """`molecule test` of every role scenario (roles/<role>/molecule/default), one test per role.
 
 Every scenario runs with the shared base configuration tests/molecule/base.yml (podman systemd
-containers on a link-local network of their own, reached over SSH) and holds the machine-wide
-lock /tmp/heavy-suite.lock while it runs (flock(2), the lock flock(1) takes), so that it never
-overlaps with the lab or another heavy suite. The wall time of each scenario is measured from
+containers on a link-local network of their own, reached over SSH) and holds the heavy-suite
+lock while it runs (lab_kit.lock, the one the lab and the e2e tests take: HEAVY_SUITE_LOCK, and
+nothing taken twice under HEAVY_SUITE_LOCK_HELD=1), so that it never overlaps with the lab or
+another heavy suite. The wall time of each scenario is measured from
 the moment it holds the lock, printed at the end of the session and kept in
 .cache/molecule/wall-times.json; the full output of a failed scenario is shown with the failure
 and kept in .cache/molecule/<role>.log.
@@ -11,24 +12,21 @@ and kept in .cache/molecule/<role>.log.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from lab_kit.lock import heavy_lock
 
 pytestmark = pytest.mark.molecule
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 BASE_CONFIG = ROOT / "tests" / "molecule" / "base.yml"
-LOCK = Path("/tmp/heavy-suite.lock")
 RESULTS = ROOT / ".cache" / "molecule"
 SCENARIO_TIMEOUT = 25 * 60
 
@@ -45,16 +43,6 @@ REQUIRED = {
     "redis_exporter",
     "rollback_agent",
 }
-
-
-@contextmanager
-def heavy_suite_lock() -> Iterator[None]:
-    with LOCK.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def record(times: dict[str, tuple[float, str]], role: str, seconds: float, outcome: str) -> None:
@@ -83,7 +71,7 @@ def test_molecule_scenario(role: str, molecule_wall_times: dict[str, tuple[float
     # molecule writes the Ansible configuration of each scenario itself
     env.pop("ANSIBLE_CONFIG", None)
     command = [str(BIN / "molecule"), "--base-config", str(BASE_CONFIG), "test"]
-    with heavy_suite_lock():
+    with heavy_lock():
         started = time.monotonic()
         try:
             proc = subprocess.run(
