@@ -42,7 +42,7 @@ e2e: bootstrap ## the lab end to end (slowest)
 	$(PYTEST) -m e2e
 
 bench: bootstrap ## every benchmark of the project; prints figures
-	$(PYTEST) -m bench -s -p no:randomly --override-ini="addopts=-ra -p no:cacheprovider"
+	$(PYTEST) -m bench -s -p no:randomly --override-ini="addopts=-ra -p no:cacheprovider -p testkit.plugin"
 
 lab: bootstrap ## boot the lab, provision it with site.yml and deploy the sample service
 	@$(ROOT)/scripts/lab up
