@@ -1,7 +1,7 @@
-"""Benchmarks on the lab (make bench): figures printed, compared with SPEC.md's targets.
+"""Benchmarks on the lab (make bench): figures printed beside the product's targets.
 
 - make lab / site.yml: wall time of the converge that built this lab (from .lab/timings.jsonl)
-  and of a no-change run now, with task and changed counts (issue 4's target: no-change < 60 s).
+  and of a no-change run now, with task and changed counts (target: no-change < 60 s).
 - an incident: bad deploy -> alert pending -> firing -> webhook at the agents -> rollback done
   -> resolved, each rollback phase's duration (targets: rollback starts < 30 s after firing,
   alert -> rollback < 1 min after the rule's for:, rollback < 5 min).
@@ -74,7 +74,7 @@ def test_bench_incident_timeline(lab: Lab, shas: dict[str, str]) -> None:
     print(f"rollback complete on every host         {done:7.1f}   firing -> done {done - m['firing']:5.1f} s")
     print(f"alert resolved                          {m.get('resolved', float('nan')):7.1f}")
     print(
-        "targets (SPEC.md): rollback initiation < 30 s, alert -> rollback < 60 s after for:, rollback < 300 s"
+        "targets: rollback initiation < 30 s, alert -> rollback < 60 s after for:, rollback < 300 s"
     )
     for host, incs in sorted(r.incidents.items()):
         for inc in incs.values():
