@@ -82,35 +82,19 @@ def test_hosts_run_v2_with_the_deployment_ref_moved(
             assert json.loads(resp.read())["release"] == "v2"
 
 
+def app_sql(lab: Lab, query: str) -> list[str]:
+    """The rows of a query on the sample service's database (app1), one string each."""
+    out = in_host(lab.hosts["app1"], "runuser", "-u", "postgres", "--", "psql", "-At", "-d", "sampleapp",
+                  "-c", query)
+    return out.stdout.split()
+
+
 def test_database_is_at_v2s_revision(lab: Lab, v3: incident.Report) -> None:
-    out = in_host(
-        lab.hosts["app1"],
-        "runuser",
-        "-u",
-        "postgres",
-        "--",
-        "psql",
-        "-At",
-        "-d",
-        "sampleapp",
-        "-c",
-        "SELECT version_num FROM alembic_version",
-    ).stdout.strip()
-    assert out == "0002"
-    columns = in_host(
-        lab.hosts["app1"],
-        "runuser",
-        "-u",
-        "postgres",
-        "--",
-        "psql",
-        "-At",
-        "-d",
-        "sampleapp",
-        "-c",
-        "SELECT column_name FROM information_schema.columns WHERE table_name='transactions'",
+    assert app_sql(lab, "SELECT version_num FROM alembic_version") == ["0002"]
+    columns = app_sql(
+        lab, "SELECT column_name FROM information_schema.columns WHERE table_name='transactions'"
     )
-    assert "fee" not in columns.stdout.split() and "category" in columns.stdout.split()
+    assert "fee" not in columns and "category" in columns
 
 
 def test_units_restarted_and_healthy(lab: Lab, v3: incident.Report) -> None:

@@ -18,7 +18,6 @@ from ..alertmanager import api
 from ..http import describe_error, request, short_body, where
 from ..model import CheckError, Outcome, Planned, SkipCheckError
 from ..secrets import display_url
-from ..settings import missing_secret_reason, spec_for
 from .base import Check, Context
 
 AUTH_USER = "alertmanager"  # the user Alertmanager's basic_auth sends (roles/alertmanager)
@@ -77,10 +76,7 @@ class AgentCheck(Check):
         self.name = f"agent[{agent_label(self.base)}]"
 
     def _secret(self, ctx: Context) -> str:
-        secret = ctx.settings.secret("rollback_webhook_secret")
-        if secret is None:
-            raise SkipCheckError(missing_secret_reason(spec_for("rollback_webhook_secret")))
-        return secret.reveal()
+        return ctx.secret("rollback_webhook_secret").reveal()
 
     def plan(self, ctx: Context) -> list[Planned]:
         self._secret(ctx)

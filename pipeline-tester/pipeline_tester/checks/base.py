@@ -13,8 +13,8 @@ import requests
 
 from ..http import describe_error
 from ..model import CheckError, CheckResult, Outcome, Planned, SkipCheckError, Status
-from ..secrets import Redactor
-from ..settings import Settings
+from ..secrets import Redactor, Secret
+from ..settings import Settings, missing_secret_reason, spec_for
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +25,13 @@ class Context:
     session: requests.Session
     redact: Redactor
     cancel: threading.Event = field(default_factory=threading.Event)
+
+    def secret(self, key: str) -> Secret:
+        """A secret of Settings.secrets, or SkipCheckError saying how to give it."""
+        secret = self.settings.secret(key)
+        if secret is None:
+            raise SkipCheckError(missing_secret_reason(spec_for(key)))
+        return secret
 
     @property
     def timeout(self) -> float:

@@ -8,8 +8,7 @@ import requests
 
 from .. import TOOL_NAME
 from ..http import describe_error, request, short_body, where
-from ..model import CheckError, Outcome, Planned, SkipCheckError
-from ..settings import missing_secret_reason, spec_for
+from ..model import CheckError, Outcome, Planned
 from .base import Check, Context
 
 
@@ -53,10 +52,7 @@ class PagerDutyCheck(Check):
         self.key_name = f"pagerduty_{tier}_key"
 
     def _key(self, ctx: Context) -> str:
-        secret = ctx.settings.secret(self.key_name)
-        if secret is None:
-            raise SkipCheckError(missing_secret_reason(spec_for(self.key_name)))
-        return secret.reveal()
+        return ctx.secret(self.key_name).reveal()
 
     def plan(self, ctx: Context) -> list[Planned]:
         key, s = self._key(ctx), ctx.settings

@@ -7,9 +7,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from .. import TOOL_NAME
 from ..http import request, short_body, where
-from ..model import CheckError, Outcome, Planned, SkipCheckError
+from ..model import CheckError, Outcome, Planned
 from ..secrets import display_url
-from ..settings import missing_secret_reason, spec_for
 from .base import Check, Context
 
 # What Slack answers on errors (https://api.slack.com/messaging/webhooks#handling_errors).
@@ -60,9 +59,7 @@ class SlackCheck(Check):
     group = "slack"
 
     def _url(self, ctx: Context) -> str:
-        secret = ctx.settings.secret("slack_webhook_url")
-        if secret is None:
-            raise SkipCheckError(missing_secret_reason(spec_for("slack_webhook_url")))
+        secret = ctx.secret("slack_webhook_url")
         url = with_base(secret.reveal(), ctx.settings.slack_base_url)
         if urlsplit(url).scheme not in ("http", "https"):
             raise CheckError(f"the Slack webhook URL (from {secret.source}) is not an http(s) URL")
