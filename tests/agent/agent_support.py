@@ -253,9 +253,9 @@ class AgentEnv:
         return load_config(self.config_path)
 
     def agent(self) -> Any:
-        from rollback_agent.service import Agent
+        from rollback_agent.host import Host
 
-        return Agent(self.config())
+        return Host(self.config())
 
     def app(self) -> Any:
         from rollback_agent.web import create_app

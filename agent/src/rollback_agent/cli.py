@@ -14,12 +14,16 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rollback_agent import __version__
 from rollback_agent.config import CONFIG_ENV, DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
 from rollback_agent.durations import format_duration
 from rollback_agent.logs import configure_logging
+
+if TYPE_CHECKING:
+    from rollback_agent.host import Host
+    from rollback_agent.planner import Plan
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED, EXIT_UNHEALTHY, EXIT_BUSY = 0, 1, 2, 3, 4, 5
 
@@ -90,11 +94,11 @@ def _refuse_wrong_user(config: Config) -> None:
         )
 
 
-def _agent(config: Config) -> Any:
-    from rollback_agent.service import Agent
+def _host(config: Config) -> Host:
+    from rollback_agent.host import Host
 
     try:
-        return Agent(config)
+        return Host(config)
     except ConfigError as exc:
         raise CliError(exc.render(), EXIT_USAGE) from None
 
@@ -102,7 +106,7 @@ def _agent(config: Config) -> Any:
 # --- commands ---------------------------------------------------------------------------------------
 def cmd_serve(args: argparse.Namespace) -> int:
     config = _load(args)
-    _agent(config)  # secrets readable, state usable: fail here with a clear message, not in a worker
+    _host(config)  # secrets readable, state usable: fail here with a clear message, not in a worker
     os.environ[CONFIG_ENV] = str(config.source)
     argv = [
         sys.executable,
@@ -119,7 +123,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_check_config(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
-        agent = _agent(config)
+        host = _host(config)
     except (ConfigError, CliError) as exc:
         # With --json the answer keeps its shape: one failed "config" check per problem.
         problems = exc.problems if isinstance(exc, ConfigError) else [str(exc)]
@@ -134,10 +138,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             raise CliError(exc.render() if isinstance(exc, ConfigError) else str(exc), EXIT_USAGE) from None
         print(json.dumps(failed, indent=2))
         return EXIT_USAGE
+    from rollback_agent.preflight import checks as host_checks
+
     _refuse_wrong_user(config)
-    checks = agent.checks()
+    checks = host_checks(host)
     ok = all(c["ok"] for c in checks)
-    data = {
+    data: dict[str, Any] = {
         "ok": ok,
         "config": config.source,
         "host": config.host,
@@ -159,8 +165,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    agent = _agent(_load(args))
-    data = agent.status(history=5)
+    from rollback_agent.report import status
+
+    data = status(_host(_load(args)), history=5)
 
     def human() -> None:
         a, d = data["agent"], data["deployment"]
@@ -212,11 +219,10 @@ def _print_history(items: list[dict[str, Any]]) -> None:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    agent = _agent(_load(args))
-    agent.recover()
-    incidents = agent.status(history=args.limit)["history"]
-    deploys = [d.as_dict() for d in agent.store.deploys(args.limit)]
-    data = {"incidents": incidents, "deploys": deploys}
+    from rollback_agent.report import history
+
+    data = history(_host(_load(args)), args.limit)
+    incidents, deploys = data["incidents"], data["deploys"]
 
     def human() -> None:
         _print_history(incidents)
@@ -234,9 +240,9 @@ def cmd_history(args: argparse.Namespace) -> int:
 def cmd_deploy(args: argparse.Namespace) -> int:
     from rollback_agent.deployer import Deployer
 
-    agent = _agent(_load(args))
-    result = Deployer(agent, echo=_progress(args)).deploy(args.ref, force=args.force)
-    agent.notifier.flush(timeout=10.0)
+    host = _host(_load(args))
+    result = Deployer(host, echo=_progress(args)).deploy(args.ref, force=args.force)
+    host.notifier.flush(timeout=10.0)
     data = result.as_dict()
 
     def human() -> None:
@@ -254,11 +260,15 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    from rollback_agent.engine import RollbackRun, create_manual_incident
     from rollback_agent.locking import LockBusyError
+    from rollback_agent.planner import build_plan
+    from rollback_agent.recovery import recover
+    from rollback_agent.report import incident_summary
+    from rollback_agent.rollback import execute
+    from rollback_agent.state import RUNNING, new_incident_id
 
-    agent = _agent(_load(args))
-    plan = agent.plan(manual=True, to=args.to)
+    host = _host(_load(args))
+    plan = build_plan(host, manual=True, to=args.to)
     blocked = plan.blocked_by
     base = {"plan": plan.as_dict(), "dry_run": args.dry_run}
     if args.dry_run or blocked is not None:
@@ -275,44 +285,48 @@ def cmd_rollback(args: argparse.Namespace) -> int:
         _emit(args, data, human)
         return EXIT_REFUSED if blocked else EXIT_OK
     try:
-        lock = agent.lock().acquire("rollback", "cli")
+        lock = host.lock().acquire("rollback", "cli")
     except LockBusyError as exc:
         busy = str(exc)
         _emit(
             args, {**base, "result": "busy", "reason": busy}, lambda: print(f"busy: {busy}", file=sys.stderr)
         )
         return EXIT_BUSY
-    try:
-        agent.recover(lock)
-        plan = agent.plan(manual=True, to=args.to)
+    with lock:
+        recover(host, lock)
+        plan = build_plan(host, manual=True, to=args.to)
         if plan.blocked_by is not None:
             raise CliError(f"blocked: {plan.blocked_by.name}: {plan.blocked_by.detail}", EXIT_REFUSED)
         echo = _progress(args)
         _print_plan(plan, echo)
-        incident_id = create_manual_incident(agent, reason=args.reason, to=args.to, plan=plan)
-        lock.describe("rollback", incident_id)
-        run = RollbackRun(agent, incident_id, echo=echo)
-        run.install_signal_handlers()
-        result = run.run()
-    finally:
-        lock.release()
-    agent.notifier.flush(timeout=30.0)
-    incident = agent.store.incident(incident_id) or {}
-    from rollback_agent.engine import describe_incident
-
-    data = {**base, "result": result, **describe_incident(incident)}
+        incident_id = new_incident_id()
+        host.store.open_incident(
+            incident_id,
+            source="cli",
+            status=RUNNING,
+            trigger_id="manual",
+            reason=args.reason,
+            **plan.releases(),
+            detail={"plan": plan.as_dict(), "requested_target": args.to},
+            bad_reason=f"rolled back by hand ({incident_id}): {args.reason}",
+        )
+        result = execute(host, incident_id, lock, echo=echo)
+    host.notifier.flush(timeout=30.0)
+    incident = host.store.incident(incident_id)
+    assert incident is not None
+    data = {**base, "result": result, **incident_summary(incident)}
     _emit(
         args,
         data,
         lambda: print(
             f"{incident_id}: {result}"
-            + (f" ({incident.get('failed_step')}: {incident.get('error')})" if incident.get("error") else "")
+            + (f" ({incident.failed_step}: {incident.error})" if incident.error else "")
         ),
     )
     return EXIT_OK if result == "success" else EXIT_FAILED
 
 
-def _print_plan(plan: Any, echo: Callable[[str], None] = print) -> None:
+def _print_plan(plan: Plan, echo: Callable[[str], None] = print) -> None:
     echo(
         f"plan: {_short(plan.from_sha)} (alembic {plan.from_revision or '?'}) -> {_short(plan.to_sha)} "
         f"(alembic {plan.to_revision or '-'}, {plan.to_revision_source or '-'}); "
@@ -324,37 +338,33 @@ def _print_plan(plan: Any, echo: Callable[[str], None] = print) -> None:
 
 
 def cmd_test(args: argparse.Namespace) -> int:
-    agent = _agent(_load(args))
+    from rollback_agent.decisions import simulate
+
+    host = _host(_load(args))
     labels = {}
     for item in args.label:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise CliError(f"--label wants KEY=VALUE, got {item!r}")
         labels[key] = value
-    data = agent.simulate(args.alertname, labels)
+    result = simulate(host, args.alertname, labels)
 
     def human() -> None:
-        print(f"{args.alertname}: would be {data['would']}: {data['reason']}")
-        if data["trigger"]:
-            t = data["trigger"]
+        print(f"{args.alertname}: would be {result.would}: {result.reason}")
+        if result.trigger is not None:
+            t = result.trigger
             print(
-                f"  trigger {t['trigger']} (confidence {t['confidence']}, "
-                f"auto_rollback {t['auto_rollback']}):"
-                f" {t['reason']}"
+                f"  trigger {t.trigger} (confidence {t.confidence}, auto_rollback {t.auto_rollback}):"
+                f" {t.reason}"
             )
-        from rollback_agent.planner import Guard, Plan
-
-        p = data["plan"]
-        plan = Plan(**{k: v for k, v in p.items() if k not in ("guards", "blocked_by")})
-        plan.guards = [Guard(**g) for g in p["guards"]]
-        _print_plan(plan)
-        for c in data["checks"]:
+        _print_plan(result.plan)
+        for c in result.checks:
             if not c["ok"]:
                 print(f"  ERR {c['name']}: {c['detail']}")
         print("nothing was executed")
 
-    _emit(args, data, human)
-    return EXIT_OK if data["config_ok"] else EXIT_USAGE
+    _emit(args, result.as_dict(), human)
+    return EXIT_OK if result.config_ok else EXIT_USAGE
 
 
 # --- parser -----------------------------------------------------------------------------------------

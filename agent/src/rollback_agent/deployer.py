@@ -15,6 +15,7 @@ from typing import Any
 
 from rollback_agent import metrics
 from rollback_agent.gitops import GitError
+from rollback_agent.host import Host
 from rollback_agent.locking import LockBusyError
 from rollback_agent.migrations import (
     BASE,
@@ -25,7 +26,7 @@ from rollback_agent.migrations import (
     release_revision,
 )
 from rollback_agent.notify import short
-from rollback_agent.service import Agent
+from rollback_agent.recovery import recover
 from rollback_agent.steps import Deadline, StepError
 from rollback_agent.units import restart_units, verify
 
@@ -59,9 +60,9 @@ class DeployResult:
 
 
 class Deployer:
-    def __init__(self, agent: Agent, echo: Callable[[str], None] | None = None) -> None:
-        self.agent = agent
-        self.config = agent.config
+    def __init__(self, host: Host, echo: Callable[[str], None] | None = None) -> None:
+        self.host = host
+        self.config = host.config
         self.echo = echo
 
     def _step(self, out: DeployResult, name: str, ok: bool, detail: str, started: float) -> None:
@@ -75,12 +76,12 @@ class Deployer:
         started = time.monotonic()
         out = DeployResult(result="failed", ref=ref)
         try:
-            lock = self.agent.lock().acquire("deploy", ref)
+            lock = self.host.lock().acquire("deploy", ref)
         except LockBusyError as exc:
             out.result, out.error = "busy", f"cannot deploy now: {exc}"
             return out
         try:
-            self.agent.recover(lock)
+            recover(self.host, lock)
             self._deploy(out, ref, force, lock_started=started)
         finally:
             lock.release()
@@ -91,7 +92,7 @@ class Deployer:
         return out
 
     def _deploy(self, out: DeployResult, ref: str, force: bool, lock_started: float) -> None:
-        agent, store, deployment = self.agent, self.agent.store, self.agent.deployment
+        host, store, deployment = self.host, self.host.store, self.host.deployment
         deadline = Deadline.after(self.config.deployment.timeout)
         t = time.monotonic()
         try:
@@ -138,14 +139,14 @@ class Deployer:
         revision: str | None = None
         downgraded_from: str | None = None
         try:
-            if agent.migrations is not None and current is not None and previous_head == current:
+            if host.migrations is not None and current is not None and previous_head == current:
                 # An older release: its tree lacks the newer downgrade scripts, so step the schema
                 # down from the current tree first (as a rollback does).
                 t = time.monotonic()
                 target = self._older_revision(current, sha)
                 if target is not None:
                     downgraded_from, target_rev = target
-                    result = agent.migrations.downgrade(target_rev, deadline.remaining())
+                    result = host.migrations.downgrade(target_rev, deadline.remaining())
                     if not result.ok:
                         raise StepError(
                             "migrate",
@@ -157,9 +158,9 @@ class Deployer:
             deployment.checkout(sha, deadline.remaining())
             out.changed = True
             self._step(out, "checkout", True, f"checked out {short(sha)}", t)
-            if agent.migrations is not None:
+            if host.migrations is not None:
                 t = time.monotonic()
-                result = agent.migrations.upgrade_head(deadline.remaining())
+                result = host.migrations.upgrade_head(deadline.remaining())
                 if not result.ok:
                     raise StepError(
                         "migrate",
@@ -174,7 +175,7 @@ class Deployer:
                 if isinstance(exc, StepError)
                 else ("checkout" if isinstance(exc, GitError) else "migrate")
             )
-            message = agent.redact(exc.message if isinstance(exc, StepError) else str(exc))
+            message = host.redact(exc.message if isinstance(exc, StepError) else str(exc))
             self._step(out, step, False, message, t)
             self._restore_code(out, previous_head)
             self._restore_schema(out, downgraded_from)
@@ -195,7 +196,7 @@ class Deployer:
             checks = verify(self.config, deadline, step="verify")
             self._step(out, "verify", True, ", ".join(f"{k} {v}" for k, v in checks.items()), t)
         except StepError as exc:
-            outcome, error, failed_step = "unhealthy", agent.redact(exc.message), exc.step
+            outcome, error, failed_step = "unhealthy", host.redact(exc.message), exc.step
             self._step(out, exc.step, False, error, t)
         t = time.monotonic()
         try:
@@ -206,7 +207,7 @@ class Deployer:
                     deployment.push_ref(sha, deadline.cap(60.0))
                     self._step(out, "push", True, f"pushed to {deployment.remote}", t)
                 except GitError as exc:
-                    self._step(out, "push", False, f"WARNING: {agent.redact(str(exc))}", t)
+                    self._step(out, "push", False, f"WARNING: {host.redact(str(exc))}", t)
         except GitError as exc:
             outcome, error, failed_step = "unhealthy", str(exc), "ref"
             self._step(out, "ref", False, str(exc), t)
@@ -225,11 +226,11 @@ class Deployer:
 
     def _revision_after_upgrade(self, sha: str, deadline: Deadline) -> str:
         """After ``upgrade head`` the database is at the release's head; ask alembic only if unsure."""
-        assert self.agent.migrations is not None and self.config.migrations is not None
+        assert self.host.migrations is not None and self.config.migrations is not None
         try:
-            return release_revision(self.agent.deployment, sha, self.config.migrations.config_file())
+            return release_revision(self.host.deployment, sha, self.config.migrations.config_file())
         except (MigrationError, GitError):
-            current = self.agent.migrations.current(deadline.cap(120.0))
+            current = self.host.migrations.current(deadline.cap(120.0))
             return current or BASE
 
     def _older_revision(self, live: str, sha: str) -> tuple[str, str] | None:
@@ -237,8 +238,8 @@ class Deployer:
         assert self.config.migrations is not None
         cfg = self.config.migrations.config_file()
         try:
-            graph = release_graph(self.agent.deployment, live, cfg)
-            target_rev = release_revision(self.agent.deployment, sha, cfg)
+            graph = release_graph(self.host.deployment, live, cfg)
+            target_rev = release_revision(self.host.deployment, sha, cfg)
         except (MigrationError, GitError):
             return None  # let `upgrade head` of the new release speak for itself
         heads = heads_of(graph)
@@ -247,10 +248,10 @@ class Deployer:
         return None
 
     def _restore_schema(self, out: DeployResult, revision: str | None) -> None:
-        if revision is None or self.agent.migrations is None:
+        if revision is None or self.host.migrations is None:
             return
         t = time.monotonic()
-        result = self.agent.migrations.run(["upgrade", revision], timeout=120.0)
+        result = self.host.migrations.run(["upgrade", revision], timeout=120.0)
         self._step(
             out,
             "restore",
@@ -266,7 +267,7 @@ class Deployer:
             return
         t = time.monotonic()
         try:
-            self.agent.deployment.checkout(previous_head, 60.0)
+            self.host.deployment.checkout(previous_head, 60.0)
             out.changed = False
             self._step(out, "restore", True, f"previous code {short(previous_head)} checked out again", t)
         except GitError as exc:

@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from rollback_agent.durations import format_duration
 from rollback_agent.gitops import GitError
 from rollback_agent.migrations import MigrationError, release_revision
 
 if TYPE_CHECKING:
-    from rollback_agent.service import Agent
+    from rollback_agent.host import Host
+
+
+class Releases(TypedDict):
+    from_sha: str | None
+    to_sha: str | None
+    from_revision: str | None
+    to_revision: str | None
 
 
 @dataclass
@@ -41,6 +48,15 @@ class Plan:
                 return guard
         return None
 
+    def releases(self) -> Releases:
+        """From and to release and revision, as an incident records them."""
+        return {
+            "from_sha": self.from_sha,
+            "to_sha": self.to_sha,
+            "from_revision": self.from_revision,
+            "to_revision": self.to_revision,
+        }
+
     def guard(self, name: str) -> Guard | None:
         return next((g for g in self.guards if g.name == name), None)
 
@@ -55,21 +71,23 @@ def _ago(seconds: float) -> str:
     return f"{format_duration(seconds)} ago"
 
 
-def build_plan(
-    agent: Agent, *, manual: bool = False, to: str | None = None, now: float | None = None
-) -> Plan:
+def build_plan(host: Host, *, manual: bool = False, to: str | None = None, now: float | None = None) -> Plan:
     """Evaluate the guards in order (window, cooldown, daily cap, target, dry run) and pick the target.
 
     ``manual`` (the CLI's ``rollback``): an operator decided, so the window, cooldown and daily-cap
     guards are reported but not enforced, and ``dry_run`` in the config does not apply.
     """
-    config = agent.config
+    with host.git_lock:
+        return _build_plan(host, manual=manual, to=to, now=time.time() if now is None else now)
+
+
+def _build_plan(host: Host, *, manual: bool, to: str | None, now: float) -> Plan:
+    config = host.config
     guards_cfg = config.guards
-    now = time.time() if now is None else now
     plan = Plan(units=list(config.services.units))
 
     try:
-        current = agent.deployment.current_sha()
+        current = host.deployment.current_sha()
     except GitError as exc:
         plan.guards.append(Guard("deployment", False, str(exc)))
         return plan
@@ -85,7 +103,7 @@ def build_plan(
         return plan
     plan.from_sha = current
     plan.guards.append(Guard("deployment", True, f"{config.deployment.ref} is at {current[:10]}"))
-    record = agent.store.latest_deploy_of(current)
+    record = host.store.latest_deploy_of(current)
     if record is not None:
         plan.deployed_at = record.deployed_at
         plan.from_revision = record.revision
@@ -120,15 +138,15 @@ def build_plan(
         )
 
     # 2. cooldown after the last rollback.
-    last = agent.store.last_executed()
+    last = host.store.last_executed()
     cooldown = guards_cfg.cooldown
-    if last and last.get("started_at") and now - float(last["started_at"]) < cooldown:
-        since = now - float(last["started_at"])
+    if last and last.started_at and now - float(last.started_at) < cooldown:
+        since = now - float(last.started_at)
         plan.guards.append(
             Guard(
                 "cooldown",
                 False,
-                f"the last rollback {last['id']} started {_ago(since)} ({last['status']}); "
+                f"the last rollback {last.id} started {_ago(since)} ({last.status}); "
                 f"cooldown is {format_duration(cooldown)}",
                 enforced=not manual,
             )
@@ -141,7 +159,7 @@ def build_plan(
         )
 
     # 3. daily cap (a rolling 24 hours).
-    count = agent.store.executed_since(now - 86400)
+    count = host.store.executed_since(now - 86400)
     cap = guards_cfg.max_rollbacks_per_day
     plan.guards.append(
         Guard(
@@ -150,7 +168,7 @@ def build_plan(
     )
 
     # 4. a target: the most recent earlier release whose deploy was healthy (or the one asked for).
-    plan.guards.append(_choose_target(agent, plan, current, to))
+    plan.guards.append(_choose_target(host, plan, current, to))
 
     # 5. dry run.
     if not manual:
@@ -166,11 +184,11 @@ def build_plan(
     return plan
 
 
-def _choose_target(agent: Agent, plan: Plan, current: str, to: str | None) -> Guard:
-    store = agent.store
+def _choose_target(host: Host, plan: Plan, current: str, to: str | None) -> Guard:
+    store = host.store
     if to is not None:
         try:
-            target = agent.deployment.resolve(to)
+            target = host.deployment.resolve(to)
         except GitError as exc:
             return Guard("target_release", False, str(exc))
         if target == current:
@@ -190,13 +208,13 @@ def _choose_target(agent: Agent, plan: Plan, current: str, to: str | None) -> Gu
         target = found
         source = f"{target[:10]} (the most recent earlier healthy release)"
     plan.to_sha = target
-    info = agent.deployment.commit_info(target)
+    info = host.deployment.commit_info(target)
     if info is None:
         return Guard(
-            "target_release", False, f"release {target[:10]} is no longer in {agent.config.deployment.repo}"
+            "target_release", False, f"release {target[:10]} is no longer in {host.config.deployment.repo}"
         )
     plan.to_subject = info.subject
-    if agent.migrations is None:
+    if host.migrations is None:
         plan.to_revision_source = "none"
         return Guard("target_release", True, source)
     record = store.latest_deploy_of(target)
@@ -204,9 +222,9 @@ def _choose_target(agent: Agent, plan: Plan, current: str, to: str | None) -> Gu
         plan.to_revision = record.revision
         plan.to_revision_source = "ledger"
         return Guard("target_release", True, source)
-    assert agent.config.migrations is not None
+    assert host.config.migrations is not None
     try:
-        plan.to_revision = release_revision(agent.deployment, target, agent.config.migrations.config_file())
+        plan.to_revision = release_revision(host.deployment, target, host.config.migrations.config_file())
     except (MigrationError, GitError) as exc:
         return Guard("target_release", False, f"cannot tell the alembic revision of {target[:10]}: {exc}")
     plan.to_revision_source = "derived"

@@ -14,10 +14,10 @@ import sys
 import threading
 
 from rollback_agent.config import ConfigError, load_config
-from rollback_agent.engine import RollbackRun
+from rollback_agent.host import Host
 from rollback_agent.locking import LockBusyError, adopt
 from rollback_agent.logs import configure_logging
-from rollback_agent.service import Agent
+from rollback_agent.rollback import execute
 from rollback_agent.state import FAILED
 
 
@@ -36,27 +36,21 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(config.log_level)
     # Heavy imports needed only later (Slack, the health check) load while the rollback starts.
     threading.Thread(target=importlib.import_module, args=("requests",), daemon=True).start()
-    agent = Agent(config)
+    host = Host(config)
     try:
         lock = adopt(args.lock_fd, config.lock_path)
     except LockBusyError as exc:
-        agent.store.finish_incident(
+        host.store.finish_incident(
             args.incident,
             FAILED,
             failed_step="initiated",
             error=f"the rollback process did not get the operation lock ({exc})",
         )
         return 1
-    try:
-        lock.describe("rollback", args.incident)
-        agent.store.update_incident(args.incident, runner_pid=os.getpid())
-        run = RollbackRun(agent, args.incident)
-        run.install_signal_handlers()
-        result = run.run()
-    finally:
-        lock.release()
+    with lock:
+        result = execute(host, args.incident, lock)
     # The result is recorded and the lock is free; now give Slack some time (never the rollback).
-    agent.notifier.flush(timeout=60.0)
+    host.notifier.flush(timeout=60.0)
     return 0 if result == "success" else 1
 
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -83,8 +84,14 @@ def _now() -> float:
     return time.time()
 
 
+def new_incident_id() -> str:
+    return time.strftime("INC-%Y%m%d-%H%M%S-", time.gmtime()) + secrets.token_hex(2)
+
+
 @dataclass(frozen=True)
-class DeployRecord:
+class Deploy:
+    """One entry of the deploy ledger (a deploy, or a rollback's switch of the code)."""
+
     id: int
     kind: str
     sha: str
@@ -99,6 +106,79 @@ class DeployRecord:
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One phase of a rollback, with its output."""
+
+    name: str
+    progress: int
+    started_at: float
+    ended_at: float | None
+    status: str
+    detail: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Incident:
+    """An incident: a decision that was recorded (blocked, dry run) or a rollback with its phases.
+
+    ``as_dict()`` is the JSON the API answers; ``incident["key"]`` reads the same values.
+    """
+
+    id: str
+    source: str
+    created_at: float
+    alert_name: str | None
+    fingerprint: str | None
+    trigger_id: str | None
+    confidence: str | None
+    reason: str | None
+    status: str
+    phase: str | None
+    progress: int
+    from_sha: str | None
+    to_sha: str | None
+    from_revision: str | None
+    to_revision: str | None
+    started_at: float | None
+    ended_at: float | None
+    failed_step: str | None
+    error: str | None
+    runner_pid: int | None
+    detail: dict[str, Any] = field(default_factory=dict)
+    phases: tuple[Phase, ...] = ()
+
+    @property
+    def duration(self) -> float | None:
+        started, ended = self.started_at, self.ended_at
+        return round(ended - started, 3) if started and ended else None
+
+    @property
+    def result(self) -> str | None:
+        return self.status if self.status in RESULTS else None
+
+    def as_dict(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "phases"}
+        data["duration"] = self.duration
+        data["result"] = self.result
+        data["phases"] = [p.as_dict() for p in self.phases]
+        return data
+
+    def __getitem__(self, key: str) -> Any:
+        return self.as_dict()[key]
+
+
+@dataclass(frozen=True)
+class Handled:
+    """An alert already decided against a deployed release (deduplication)."""
+
+    incident_id: str | None
+    status: str
 
 
 class Store:
@@ -231,11 +311,13 @@ class Store:
             out.append(item)
         return out
 
-    def handled(self, fingerprint: str, sha: str) -> sqlite3.Row | None:
+    def handled(self, fingerprint: str, sha: str) -> Handled | None:
         with self.connect() as conn:
-            return conn.execute(
-                "SELECT * FROM handled_alerts WHERE fingerprint=? AND sha=?", (fingerprint, sha)
+            row = conn.execute(
+                "SELECT incident_id, status FROM handled_alerts WHERE fingerprint=? AND sha=?",
+                (fingerprint, sha),
             ).fetchone()
+        return Handled(row["incident_id"], row["status"]) if row else None
 
     @staticmethod
     def mark_handled(
@@ -255,16 +337,16 @@ class Store:
         incident_id: str,
         source: str,
         status: str,
-        alert_name: str | None,
-        fingerprint: str | None,
-        trigger_id: str | None,
-        confidence: str | None,
         reason: str,
-        from_sha: str | None,
-        to_sha: str | None,
-        from_revision: str | None,
-        to_revision: str | None,
-        detail: dict[str, Any],
+        alert_name: str | None = None,
+        fingerprint: str | None = None,
+        trigger_id: str | None = None,
+        confidence: str | None = None,
+        from_sha: str | None = None,
+        to_sha: str | None = None,
+        from_revision: str | None = None,
+        to_revision: str | None = None,
+        detail: dict[str, Any] | None = None,
     ) -> None:
         now = _now()
         ended = None if status == RUNNING else now
@@ -290,7 +372,7 @@ class Store:
                 to_revision,
                 now if status == RUNNING else None,
                 ended,
-                json.dumps(detail),
+                json.dumps(detail or {}),
             ),
         )
         keep = self.retention.incidents
@@ -298,6 +380,30 @@ class Store:
             "DELETE FROM incidents WHERE status != 'running' AND seq <= (SELECT max(seq) FROM incidents) - ?",
             (keep,),
         )
+
+    def open_incident(
+        self,
+        incident_id: str,
+        *,
+        handled: tuple[list[str], str] | None = None,
+        bad_reason: str | None = None,
+        **fields: Any,
+    ) -> Incident:
+        """The one way an incident is created, in one transaction.
+
+        ``fields``: the keywords of ``create_incident``.
+        ``handled``: (fingerprints, dedup key) recorded as decided by this incident.
+        ``bad_reason``: mark ``from_sha`` bad (a rollback that is going to run).
+        """
+        with self.transaction() as conn:
+            self.create_incident(conn, incident_id=incident_id, **fields)
+            if handled is not None:
+                self.mark_handled(conn, handled[0], handled[1], incident_id, fields["status"])
+            if bad_reason is not None and fields.get("from_sha"):
+                self.mark_bad(conn, fields["from_sha"], incident_id, bad_reason)
+        created = self.incident(incident_id)
+        assert created is not None
+        return created
 
     def update_incident(self, incident_id: str, **fields: Any) -> None:
         if not fields:
@@ -311,7 +417,7 @@ class Store:
                 (*fields.values(), incident_id),
             )
 
-    def incident(self, incident_id: str) -> dict[str, Any] | None:
+    def incident(self, incident_id: str) -> Incident | None:
         with self.connect() as conn:
             row = conn.execute("SELECT * FROM incidents WHERE id=?", (incident_id,)).fetchone()
             if row is None:
@@ -319,9 +425,9 @@ class Store:
             phases = conn.execute(
                 "SELECT * FROM phases WHERE incident_id=? ORDER BY id", (incident_id,)
             ).fetchall()
-        return _incident_dict(row, phases)
+        return _incident(row, phases)
 
-    def incidents(self, limit: int = 20, statuses: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
+    def incidents(self, limit: int = 20, statuses: tuple[str, ...] | None = None) -> list[Incident]:
         query = "SELECT * FROM incidents"
         args: list[Any] = []
         if statuses:
@@ -336,13 +442,13 @@ class Store:
                 phases = conn.execute(
                     "SELECT * FROM phases WHERE incident_id=? ORDER BY id", (row["id"],)
                 ).fetchall()
-                out.append(_incident_dict(row, phases))
+                out.append(_incident(row, phases))
         return out
 
-    def running_incidents(self) -> list[dict[str, Any]]:
+    def running_incidents(self) -> list[Incident]:
         return self.incidents(limit=100, statuses=(RUNNING,))
 
-    def last_executed(self) -> dict[str, Any] | None:
+    def last_executed(self) -> Incident | None:
         found = self.incidents(limit=1, statuses=EXECUTED)
         return found[0] if found else None
 
@@ -374,6 +480,14 @@ class Store:
             )
             conn.execute("UPDATE incidents SET phase=?, progress=? WHERE id=?", (name, progress, incident_id))
             return int(cur.lastrowid or 0)
+
+    def add_phase_detail(self, phase_id: int, text: str) -> None:
+        """Append a line to a phase's output."""
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE phases SET detail = COALESCE(detail || char(10), '') || ? WHERE id=?",
+                (text[:1000], phase_id),
+            )
 
     def end_phase(self, phase_id: int, status: str, detail: str = "") -> None:
         with self.transaction() as conn:
@@ -436,30 +550,30 @@ class Store:
                 (outcome, revision, _now() if deployed else None, detail[:4000], deploy_id),
             )
 
-    def deploys(self, limit: int = 50) -> list[DeployRecord]:
+    def deploys(self, limit: int = 50) -> list[Deploy]:
         with self.connect() as conn:
             rows = conn.execute("SELECT * FROM deploys ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
-        return [DeployRecord(**dict(r)) for r in rows]
+        return [Deploy(**dict(r)) for r in rows]
 
-    def latest_deploy_of(self, sha: str) -> DeployRecord | None:
+    def latest_deploy_of(self, sha: str) -> Deploy | None:
         """The last time ``sha`` went live (deploy or rollback whose code switch happened)."""
         with self.connect() as conn:
             row = conn.execute(
                 "SELECT * FROM deploys WHERE sha=? AND deployed_at IS NOT NULL ORDER BY id DESC LIMIT 1",
                 (sha,),
             ).fetchone()
-        return DeployRecord(**dict(row)) if row else None
+        return Deploy(**dict(row)) if row else None
 
-    def healthy_releases(self) -> list[DeployRecord]:
+    def healthy_releases(self) -> list[Deploy]:
         """Ledger entries whose deploy was healthy, newest first."""
         with self.connect() as conn:
             rows = conn.execute("SELECT * FROM deploys WHERE outcome='healthy' ORDER BY id DESC").fetchall()
-        return [DeployRecord(**dict(r)) for r in rows]
+        return [Deploy(**dict(r)) for r in rows]
 
-    def running_deploys(self) -> list[DeployRecord]:
+    def running_deploys(self) -> list[Deploy]:
         with self.connect() as conn:
             rows = conn.execute("SELECT * FROM deploys WHERE outcome='running' ORDER BY id").fetchall()
-        return [DeployRecord(**dict(r)) for r in rows]
+        return [Deploy(**dict(r)) for r in rows]
 
     @staticmethod
     def mark_bad(conn: sqlite3.Connection, sha: str, incident_id: str | None, reason: str) -> None:
@@ -467,10 +581,6 @@ class Store:
             "INSERT OR REPLACE INTO bad_releases (sha, marked_at, incident_id, reason) VALUES (?,?,?,?)",
             (sha, _now(), incident_id, reason[:1000]),
         )
-
-    def mark_bad_now(self, sha: str, incident_id: str | None, reason: str) -> None:
-        with self.transaction() as conn:
-            self.mark_bad(conn, sha, incident_id, reason)
 
     def unmark_bad(self, sha: str) -> None:
         with self.transaction() as conn:
@@ -486,14 +596,12 @@ class Store:
             return {r[0] for r in conn.execute("SELECT sha FROM bad_releases")}
 
 
-def _incident_dict(row: sqlite3.Row, phases: list[sqlite3.Row]) -> dict[str, Any]:
+def _incident(row: sqlite3.Row, phases: list[sqlite3.Row]) -> Incident:
     item = dict(row)
     item.pop("seq", None)
     item["detail"] = json.loads(item.get("detail") or "{}")
-    started, ended = item.get("started_at"), item.get("ended_at")
-    item["duration"] = round(ended - started, 3) if started and ended else None
-    item["result"] = item["status"] if item["status"] in RESULTS else None
-    item["phases"] = [
-        {k: p[k] for k in ("name", "progress", "started_at", "ended_at", "status", "detail")} for p in phases
-    ]
-    return item
+    item["phases"] = tuple(
+        Phase(**{k: p[k] for k in ("name", "progress", "started_at", "ended_at", "status", "detail")})
+        for p in phases
+    )
+    return Incident(**item)

@@ -9,8 +9,8 @@ from flask import Blueprint, Response, current_app, jsonify
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from rollback_agent import __version__
-from rollback_agent.metrics import render_metrics
-from rollback_agent.web import agent_of
+from rollback_agent.report import render_metrics
+from rollback_agent.web import host_of
 from rollback_agent.web.errors import error_response
 
 bp = Blueprint("ops", __name__)
@@ -18,25 +18,25 @@ bp = Blueprint("ops", __name__)
 
 @bp.get("/healthz")
 def healthz() -> Any:
-    agent = agent_of(current_app)
+    host = host_of(current_app)
     try:
-        agent.store.journal_mode()
+        host.store.journal_mode()
     except Exception as exc:
         return error_response(503, f"state database unusable: {type(exc).__name__}: {exc}")
     return jsonify(
         {
             "status": "ok",
             "version": __version__,
-            "host": agent.config.host,
-            "mode": agent.config.mode,
-            "rollback_in_progress": agent.in_progress() is not None,
+            "host": host.config.host,
+            "mode": host.config.mode,
+            "rollback_in_progress": host.in_progress() is not None,
         }
     )
 
 
 @bp.get("/metrics")
 def metrics() -> Response:
-    return Response(render_metrics(agent_of(current_app)), mimetype=CONTENT_TYPE_LATEST)
+    return Response(render_metrics(host_of(current_app)), mimetype=CONTENT_TYPE_LATEST)
 
 
 @bp.get("/openapi.yaml")

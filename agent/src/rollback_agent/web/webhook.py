@@ -7,8 +7,9 @@ import json
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from rollback_agent import metrics
+from rollback_agent.decisions import handle_webhook
 from rollback_agent.payload import PayloadError, parse_webhook
-from rollback_agent.web import agent_of, require_auth
+from rollback_agent.web import host_of, require_auth
 from rollback_agent.web.errors import error_response
 
 bp = Blueprint("webhook", __name__, url_prefix="/api/admin/rollback")
@@ -17,7 +18,7 @@ bp.before_request(require_auth)
 
 @bp.post("/trigger")
 def trigger() -> tuple[Response, int]:
-    agent = agent_of(current_app)
+    host = host_of(current_app)
     raw = request.get_data(cache=False)
     try:
         data = json.loads(raw)
@@ -29,5 +30,5 @@ def trigger() -> tuple[Response, int]:
     except PayloadError as exc:
         metrics.WEBHOOKS.labels(outcome="invalid").inc()
         return error_response(400, str(exc), "invalid_payload")
-    decision = agent.handle_webhook(payload, remote=request.remote_addr)
-    return jsonify(decision.as_dict(agent.config.host)), decision.http_status
+    decision = handle_webhook(host, payload, remote=request.remote_addr)
+    return jsonify(decision.as_dict(host.config.host)), decision.http_status

@@ -1,5 +1,8 @@
 """The rollback itself: initiated -> database -> application -> verify -> done.
 
+The one way a rollback runs: ``spawn`` starts the rollback process (``rollback_agent.runner``) for
+a webhook's incident, and that process and the CLI's ``rollback`` both call ``execute``.
+
 * database (40%): ``alembic downgrade <target revision>`` from the *current* tree, which holds the
   downgrade scripts. If it fails the code is not switched.
 * application (60%): check the target sha out, move the deployment ref (push it to the remote when
@@ -13,18 +16,23 @@ The whole run is bounded by ``guards.timeout``: the command running when time is
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import subprocess
+import sys
+import threading
 import time
+from collections.abc import Callable
 from types import FrameType
-from typing import Any
 
 from rollback_agent import metrics, procs
 from rollback_agent.durations import format_duration
 from rollback_agent.gitops import GitError
+from rollback_agent.host import Host
+from rollback_agent.locking import OperationLock
 from rollback_agent.migrations import MigrationError, release_revision
 from rollback_agent.notify import short
-from rollback_agent.service import Agent
-from rollback_agent.state import FAILED, INTERRUPTED, SUCCESS, TIMED_OUT
+from rollback_agent.state import FAILED, INTERRUPTED, SUCCESS, TIMED_OUT, Incident
 from rollback_agent.steps import Deadline, StepError
 from rollback_agent.units import restart_units, verify
 
@@ -41,15 +49,16 @@ class RollbackInterruptedError(Exception):
 class RollbackRun:
     """Runs one incident's rollback in this process (the caller holds the operation lock)."""
 
-    def __init__(self, agent: Agent, incident_id: str, *, echo: Any = None) -> None:
-        self.agent = agent
-        self.config = agent.config
-        self.store = agent.store
+    def __init__(self, host: Host, incident_id: str, *, echo: Callable[[str], None] | None = None) -> None:
+        self.host = host
+        self.config = host.config
+        self.store = host.store
         self.incident_id = incident_id
         incident = self.store.incident(incident_id)
         if incident is None:
             raise LookupError(f"no incident {incident_id}")
-        self.incident = incident
+        self.incident: Incident = incident
+        self.warnings: list[str] = []
         self.echo = echo  # the CLI prints phases as they happen
         self.deadline = Deadline.after(self.config.guards.timeout)
         self.started = time.time()
@@ -90,15 +99,11 @@ class RollbackRun:
                 typical = self.store.typical_duration()
                 limit = format_duration(self.config.guards.timeout)
                 eta = f"about {format_duration(typical)} (at most {limit})" if typical else f"at most {limit}"
-            self.agent.notifier.send(self.agent.event(name, self.incident, progress=PROGRESS[name], eta=eta))
+            self.host.notify(name, self.incident, progress=PROGRESS[name], eta=eta)
 
     def _detail(self, text: str) -> None:
         if self.phase_id is not None:
-            with self.store.transaction() as conn:
-                conn.execute(
-                    "UPDATE phases SET detail = COALESCE(detail || char(10), '') || ? WHERE id=?",
-                    (text[:1000], self.phase_id),
-                )
+            self.store.add_phase_detail(self.phase_id, text)
         self._say(f"      {text}")
 
     def _check_time(self, step: str) -> None:
@@ -125,14 +130,14 @@ class RollbackRun:
             self._enter("done", notify=False)
         except StepError as exc:
             result = TIMED_OUT if exc.timed_out else FAILED
-            failed_step, error = exc.step, self.agent.redact(exc.message)
+            failed_step, error = exc.step, self.host.redact(exc.message)
             if exc.timed_out:
                 error = f"guards.timeout ({format_duration(self.config.guards.timeout)}) reached: {error}"
         except RollbackInterruptedError as exc:
             result, failed_step, error = INTERRUPTED, self.phase, str(exc)
         except Exception as exc:
             log.exception("%s: unexpected error", self.incident_id)
-            result, failed_step, error = FAILED, self.phase, self.agent.redact(f"{type(exc).__name__}: {exc}")
+            result, failed_step, error = FAILED, self.phase, self.host.redact(f"{type(exc).__name__}: {exc}")
         if self.handlers_installed:  # the result gets recorded whatever arrives now
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
             signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -141,8 +146,8 @@ class RollbackRun:
 
     def _prepare(self) -> str | None:
         inc = self.incident
-        deployment = self.agent.deployment
-        to_sha, from_sha = inc.get("to_sha"), inc.get("from_sha")
+        deployment = self.host.deployment
+        to_sha, from_sha = inc.to_sha, inc.from_sha
         if not to_sha or not from_sha:
             raise StepError("initiated", "the incident has no release to go back to")
         current = deployment.current_sha()
@@ -162,8 +167,8 @@ class RollbackRun:
             )
         if deployment.commit_info(to_sha) is None:
             raise StepError("initiated", f"target {short(to_sha)} is not in {self.config.deployment.repo}")
-        target_revision = inc.get("to_revision")
-        if self.agent.migrations is not None and not target_revision:
+        target_revision = inc.to_revision
+        if self.host.migrations is not None and not target_revision:
             assert self.config.migrations is not None
             try:
                 target_revision = release_revision(deployment, to_sha, self.config.migrations.config_file())
@@ -176,12 +181,12 @@ class RollbackRun:
         return target_revision
 
     def _database(self, target_revision: str | None) -> None:
-        migrations = self.agent.migrations
+        migrations = self.host.migrations
         if migrations is None:
             self._detail("no migrations configured: skipped")
             return
         assert target_revision is not None
-        from_revision = self.incident.get("from_revision")
+        from_revision = self.incident.from_revision
         if from_revision and from_revision == target_revision:
             self._detail(f"both releases run on revision {target_revision}: nothing to downgrade")
             return
@@ -201,8 +206,8 @@ class RollbackRun:
 
     def _application(self, target_revision: str | None) -> None:
         inc = self.incident
-        deployment = self.agent.deployment
-        to_sha, from_sha = str(inc["to_sha"]), str(inc["from_sha"])
+        deployment = self.host.deployment
+        to_sha, from_sha = str(inc.to_sha), str(inc.from_sha)
         self._check_time("application")
         try:
             deployment.checkout(to_sha, self.deadline.remaining())
@@ -229,15 +234,15 @@ class RollbackRun:
                 self._detail(f"pushed {self.config.deployment.ref} to {deployment.remote}")
             except GitError as exc:
                 # The host is rolled back either way; a stale remote ref is reported, not fatal.
-                self._detail(f"WARNING: {self.agent.redact(str(exc))}")
-                self.incident.setdefault("warnings", []).append(str(exc))
+                self._detail(f"WARNING: {self.host.redact(str(exc))}")
+                self.warnings.append(str(exc))
         done = restart_units(self.config, self.deadline)
         self._detail("restarted " + ", ".join(done))
 
     def _restore_schema(self) -> None:
         """After a downgrade, if the code could not be switched, put the schema back for the old code."""
-        migrations = self.agent.migrations
-        from_revision = self.incident.get("from_revision")
+        migrations = self.host.migrations
+        from_revision = self.incident.from_revision
         if not self.downgraded or migrations is None:
             return
         target = from_revision or "head"
@@ -256,11 +261,11 @@ class RollbackRun:
             self.phase_id = None
         if self.ledger_id is not None:
             outcome = "healthy" if result == SUCCESS else "unhealthy"
-            revision = self.store.incident(self.incident_id) or {}
+            now = self.store.incident(self.incident_id) or self.incident
             self.store.finish_deploy(
                 self.ledger_id,
                 outcome=outcome,
-                revision=revision.get("to_revision"),
+                revision=now.to_revision,
                 deployed=self.code_switched,
                 detail=f"{self.incident_id}: {result}",
             )
@@ -277,36 +282,38 @@ class RollbackRun:
             f"result: {result} after {format_duration(duration)}"
             + (f" ({failed_step}: {error})" if error else "")
         )
-        self.agent.notifier.send(self._final_event(result, duration, failed_step, error))
+        self._notify_result(result, duration, failed_step, error)
 
-    def _final_event(self, result: str, duration: float, failed_step: str | None, error: str | None) -> Any:
+    def _notify_result(
+        self, result: str, duration: float, failed_step: str | None, error: str | None
+    ) -> None:
         inc = self.store.incident(self.incident_id) or self.incident
         repo = self.config.deployment.repo
         if result == SUCCESS:
             follow_up = [
-                f"Release {short(inc.get('from_sha'))} is marked bad: `rollback-agent deploy` refuses it "
+                f"Release {short(inc.from_sha)} is marked bad: `rollback-agent deploy` refuses it "
                 "without --force",
                 "Check that the alert resolves, then find the cause in the bad release",
             ]
-            warnings = self.incident.get("warnings") or []
-            follow_up += [f"Warning: {w}" for w in warnings]
+            follow_up += [f"Warning: {w}" for w in self.warnings]
             health = "units active" + (", health check OK" if self.config.health else "")
-            return self.agent.event(
+            self.host.notify(
                 "success", inc, progress=100, duration=duration, health=health, follow_up=follow_up
             )
+            return
         kind = {TIMED_OUT: "timed_out", INTERRUPTED: "interrupted"}.get(result, "failure")
         follow_up = ["`rollback-agent status` shows each phase and its output"]
         if failed_step in ("initiated", "database") and not self.code_switched:
-            follow_up.append(f"The code was not switched; the host still runs {short(inc.get('from_sha'))}")
+            follow_up.append(f"The code was not switched; the host still runs {short(inc.from_sha)}")
         else:
             follow_up.append(
-                f"The code is at {short(inc.get('to_sha'))}: check the services "
+                f"The code is at {short(inc.to_sha)}: check the services "
                 f"(`systemctl status {' '.join(self.config.services.units)}`, `git -C {repo} log -1`)"
             )
-        return self.agent.event(
+        self.host.notify(
             kind,
             inc,
-            progress=int(inc.get("progress") or 0),
+            progress=int(inc.progress or 0),
             duration=duration,
             failed_step=failed_step,
             error=error,
@@ -314,48 +321,44 @@ class RollbackRun:
         )
 
 
-def create_manual_incident(agent: Agent, *, reason: str, to: str | None, plan: Any) -> str:
-    """Record an operator's rollback (CLI) as an incident in the running state; returns its id."""
-    from rollback_agent.service import new_incident_id
-    from rollback_agent.state import RUNNING
+def execute(
+    host: Host, incident_id: str, lock: OperationLock, *, echo: Callable[[str], None] | None = None
+) -> str:
+    """Run ``incident_id``'s rollback in this process, which holds ``lock``; returns the result.
 
-    incident_id = new_incident_id()
-    with agent.store.transaction() as conn:
-        agent.store.create_incident(
-            conn,
-            incident_id=incident_id,
-            source="cli",
-            status=RUNNING,
-            alert_name=None,
-            fingerprint=None,
-            trigger_id="manual",
-            confidence=None,
-            reason=reason,
-            from_sha=plan.from_sha,
-            to_sha=plan.to_sha,
-            from_revision=plan.from_revision,
-            to_revision=plan.to_revision,
-            detail={"plan": plan.as_dict(), "requested_target": to},
-        )
-        if plan.from_sha:
-            agent.store.mark_bad(
-                conn, plan.from_sha, incident_id, f"rolled back by hand ({incident_id}): {reason}"
-            )
-    return incident_id
+    Used by the rollback process (webhooks) and by the CLI's ``rollback``. SIGTERM and SIGINT stop
+    the step running and record ``interrupted``. The caller releases the lock.
+    """
+    lock.describe("rollback", incident_id)
+    host.store.update_incident(incident_id, runner_pid=os.getpid())
+    run = RollbackRun(host, incident_id, echo=echo)
+    run.install_signal_handlers()
+    return run.run()
 
 
-def describe_incident(inc: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "incident_id": inc["id"],
-        "status": inc["status"],
-        "phase": inc.get("phase"),
-        "progress": inc.get("progress"),
-        "failed_step": inc.get("failed_step"),
-        "error": inc.get("error"),
-        "from_sha": inc.get("from_sha"),
-        "to_sha": inc.get("to_sha"),
-        "from_revision": inc.get("from_revision"),
-        "to_revision": inc.get("to_revision"),
-        "duration": inc.get("duration"),
-        "phases": inc.get("phases"),
-    }
+def spawn(host: Host, incident_id: str, lock: OperationLock) -> None:
+    """Start ``incident_id``'s rollback in its own process, handing the lock over to it.
+
+    The process is not tied to the gunicorn worker that started it: a worker restart does not stop it.
+    """
+    if lock.fd is None:
+        raise OSError("the operation lock is not held")
+    if not host.config.source:
+        raise OSError("the configuration has no file the rollback process could read")
+    argv = [
+        sys.executable,
+        "-m",
+        "rollback_agent.runner",
+        "--config",
+        host.config.source,
+        "--incident",
+        incident_id,
+        "--lock-fd",
+        str(lock.fd),
+    ]
+    proc = subprocess.Popen(argv, pass_fds=(lock.fd,), stdin=subprocess.DEVNULL, close_fds=True)
+    lock.describe("rollback", incident_id, pid=proc.pid)
+    host.store.update_incident(incident_id, runner_pid=proc.pid)
+    lock.detach()
+    threading.Thread(target=proc.wait, name=f"reap-{proc.pid}", daemon=True).start()
+    log.info("%s: rollback running in process %d", incident_id, proc.pid)
