@@ -56,12 +56,11 @@ def ensure_capture(lab: Lab) -> bool:
     stop_capture()
     CAPTURE_DIR.mkdir(parents=True, exist_ok=True)
     log = (CAPTURE_DIR / "capture.log").open("a")
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "scripts")}
     proc = subprocess.Popen(
         [sys.executable, "-m", "lab_kit.capture", "--state", str(CAPTURE_DIR),
          "--http", f"127.0.0.1:{lab.capture_port}", "--http", f"{lab.gateway}:{lab.capture_port}",
          "--smtp", f"{lab.gateway}:{lab.smtp_port}"],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env,
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
     )
     PIDFILE.write_text(str(proc.pid))
     deadline = time.monotonic() + 15
