@@ -424,6 +424,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("alertname", metavar="ALERTNAME")
     p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE", help="extra alert label")
     p.set_defaults(func=cmd_test)
+    from rollback_agent.backup import add_commands as add_backup_commands
+
+    add_backup_commands(sub, common)  # backup --to FILE, restore --from FILE
     return parser
 
 
