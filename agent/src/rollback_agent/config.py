@@ -171,11 +171,20 @@ class GuardsConfig(_Section):
     cooldown: Duration = 900.0
     max_rollbacks_per_day: Annotated[int, Field(ge=1)] = 3
     timeout: Duration = 600.0
+    # An alert that started this long before the live release went live still counts against it.
+    clock_skew: Duration = 30.0
+    # A medium-confidence trigger alone acts once it has been firing this long.
+    corroboration_window: Duration = 300.0
+    # After a successful rollback, how long the triggering alerts have to resolve.
+    verify_window: Duration = 600.0
 
 
 class SlackConfig(_Section):
     webhook_url_file: Path | None = None
     webhook_url_env: NonEmptyStr | None = None
+    # A bot token (chat.postMessage): each incident becomes one thread in ``channel``.
+    bot_token_file: Path | None = None
+    api_url: NonEmptyStr = "https://slack.com/api/chat.postMessage"
     channel: NonEmptyStr | None = None
     username: NonEmptyStr = "rollback-agent"
     timeout: Duration = 10.0
@@ -183,15 +192,41 @@ class SlackConfig(_Section):
 
     @model_validator(mode="after")
     def _one_source(self) -> SlackConfig:
+        if self.bot_token_file is not None:
+            _absolute(self.bot_token_file)
+            if self.webhook_url_file is not None or self.webhook_url_env is not None:
+                raise ValueError("set bot_token_file (threads) or a webhook URL (flat messages), not both")
+            if self.channel is None:
+                raise ValueError("bot_token_file needs a channel (chat.postMessage posts to a channel)")
+            return self
         if (self.webhook_url_file is None) == (self.webhook_url_env is None):
-            raise ValueError("set exactly one of webhook_url_file or webhook_url_env")
+            raise ValueError("set exactly one of webhook_url_file, webhook_url_env or bot_token_file")
         if self.webhook_url_file is not None:
             _absolute(self.webhook_url_file)
         return self
 
+    @property
+    def threads(self) -> bool:
+        return self.bot_token_file is not None
+
+
+class PagerDutyConfig(_Section):
+    """PagerDuty Events v2: a rollback that did not clear its alerts pages a person."""
+
+    routing_key_file: Path
+    api_url: NonEmptyStr = "https://events.pagerduty.com/v2/enqueue"
+    severity: Literal["critical", "error", "warning", "info"] = "critical"
+    timeout: Duration = 10.0
+
+    @field_validator("routing_key_file")
+    @classmethod
+    def _key_abs(cls, v: Path) -> Path:
+        return _absolute(v)
+
 
 class NotifyConfig(_Section):
     slack: SlackConfig | None = None
+    pagerduty: PagerDutyConfig | None = None
 
 
 class ServerConfig(_Section):
@@ -315,6 +350,7 @@ _KNOWN_KEYS = {
     *TriggerConfig.model_fields,
     *GuardsConfig.model_fields,
     *SlackConfig.model_fields,
+    *PagerDutyConfig.model_fields,
     *ServerConfig.model_fields,
     *RetentionConfig.model_fields,
 }

@@ -62,7 +62,7 @@ def load_secrets(config: Config) -> Secrets:
         webhook = _read_env(str(config.auth.password_env), "auth.password_env", source)
     slack_url = None
     slack = config.notify.slack
-    if slack is not None:
+    if slack is not None and slack.bot_token_file is None:  # a bot token: read by notify.read_tokens
         if slack.webhook_url_file is not None:
             slack_url = _read_secret(slack.webhook_url_file, "notify.slack.webhook_url_file", source)
         else:

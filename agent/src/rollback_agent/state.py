@@ -77,6 +77,20 @@ CREATE INDEX IF NOT EXISTS deploys_sha ON deploys (sha);
 CREATE TABLE IF NOT EXISTS bad_releases (
     sha TEXT PRIMARY KEY, marked_at REAL NOT NULL, incident_id TEXT, reason TEXT
 );
+CREATE TABLE IF NOT EXISTS alert_instances (
+    fingerprint TEXT NOT NULL, starts_at TEXT NOT NULL, starts_ts REAL,
+    alertname TEXT NOT NULL, trigger_id TEXT, confidence TEXT,
+    decision TEXT NOT NULL, role TEXT, incident_id TEXT, reason TEXT, release_sha TEXT,
+    decided_at REAL NOT NULL, resolved_at REAL,
+    PRIMARY KEY (fingerprint, starts_at)
+);
+CREATE INDEX IF NOT EXISTS alert_instances_incident ON alert_instances (incident_id);
+CREATE INDEX IF NOT EXISTS alert_instances_decision ON alert_instances (decision);
+CREATE TABLE IF NOT EXISTS verifications (
+    incident_id TEXT PRIMARY KEY, state TEXT NOT NULL, started_at REAL NOT NULL, deadline REAL NOT NULL,
+    ended_at REAL
+);
+CREATE TABLE IF NOT EXISTS slack_threads (incident_id TEXT PRIMARY KEY, ts TEXT NOT NULL);
 """
 
 
@@ -171,6 +185,39 @@ class Incident:
 
     def __getitem__(self, key: str) -> Any:
         return self.as_dict()[key]
+
+
+@dataclass(frozen=True)
+class AlertInstance:
+    """One firing of one alert: (fingerprint, startsAt), decided once for ever."""
+
+    fingerprint: str
+    starts_at: str
+    starts_ts: float | None
+    alertname: str
+    trigger_id: str | None
+    confidence: str | None
+    decision: str  # accepted, blocked, dry_run, attached, ignored, waiting, cancelled
+    role: str | None  # trigger or attached, when the instance belongs to an incident
+    incident_id: str | None
+    reason: str | None
+    release_sha: str | None
+    decided_at: float
+    resolved_at: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Verification:
+    """Whether a successful rollback cleared its alerts: pending, confirmed or not_confirmed."""
+
+    incident_id: str
+    state: str
+    started_at: float
+    deadline: float
+    ended_at: float | None
 
 
 @dataclass(frozen=True)
@@ -386,6 +433,7 @@ class Store:
         incident_id: str,
         *,
         handled: tuple[list[str], str] | None = None,
+        instances: list[AlertInstance] | None = None,
         bad_reason: str | None = None,
         **fields: Any,
     ) -> Incident:
@@ -393,12 +441,15 @@ class Store:
 
         ``fields``: the keywords of ``create_incident``.
         ``handled``: (fingerprints, dedup key) recorded as decided by this incident.
+        ``instances``: the alert instances this incident decides (recorded in the same transaction).
         ``bad_reason``: mark ``from_sha`` bad (a rollback that is going to run).
         """
         with self.transaction() as conn:
             self.create_incident(conn, incident_id=incident_id, **fields)
             if handled is not None:
                 self.mark_handled(conn, handled[0], handled[1], incident_id, fields["status"])
+            if instances:
+                self.put_instances(conn, instances)
             if bad_reason is not None and fields.get("from_sha"):
                 self.mark_bad(conn, fields["from_sha"], incident_id, bad_reason)
         created = self.incident(incident_id)
@@ -594,6 +645,160 @@ class Store:
     def bad_shas(self) -> set[str]:
         with self.connect() as conn:
             return {r[0] for r in conn.execute("SELECT sha FROM bad_releases")}
+
+    # --- alert instances, verification, freeze, Slack threads -------------------------------------
+    def put_instances(self, conn: sqlite3.Connection, instances: list[AlertInstance]) -> None:
+        """Record decided instances (a waiting one is replaced by its decision)."""
+        conn.executemany(
+            "INSERT OR REPLACE INTO alert_instances (fingerprint, starts_at, starts_ts, alertname,"
+            " trigger_id, confidence, decision, role, incident_id, reason, release_sha, decided_at,"
+            " resolved_at)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            [
+                (
+                    i.fingerprint,
+                    i.starts_at,
+                    i.starts_ts,
+                    i.alertname[:200],
+                    i.trigger_id,
+                    i.confidence,
+                    i.decision,
+                    i.role,
+                    i.incident_id,
+                    (i.reason or "")[:1000],
+                    i.release_sha,
+                    i.decided_at,
+                    i.resolved_at,
+                )
+                for i in instances
+            ],
+        )
+        conn.execute(
+            "DELETE FROM alert_instances WHERE rowid IN (SELECT rowid FROM alert_instances"
+            " ORDER BY decided_at DESC LIMIT -1 OFFSET ?)",
+            (self.retention.webhooks,),
+        )
+
+    def save_instances(self, instances: list[AlertInstance]) -> None:
+        with self.transaction() as conn:
+            self.put_instances(conn, instances)
+
+    def _instances(self, where: str, args: tuple[Any, ...]) -> list[AlertInstance]:
+        with self.connect() as conn:
+            rows = conn.execute(
+                f"SELECT * FROM alert_instances WHERE {where} ORDER BY decided_at, rowid",  # noqa: S608
+                args,
+            ).fetchall()
+        return [AlertInstance(**dict(r)) for r in rows]
+
+    def instance(self, fingerprint: str, starts_at: str) -> AlertInstance | None:
+        found = self._instances("fingerprint=? AND starts_at=?", (fingerprint, starts_at))
+        return found[0] if found else None
+
+    def instances_of(self, incident_id: str) -> list[AlertInstance]:
+        return self._instances("incident_id=?", (incident_id,))
+
+    def waiting_instances(self) -> list[AlertInstance]:
+        return self._instances("decision='waiting' AND resolved_at IS NULL", ())
+
+    def resolve_instance(self, fingerprint: str, starts_at: str, at: float) -> AlertInstance | None:
+        """Record that an instance resolved (a waiting one is cancelled); None when it is unknown."""
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE alert_instances SET resolved_at=?,"
+                " decision=CASE decision WHEN 'waiting' THEN 'cancelled' ELSE decision END"
+                " WHERE fingerprint=? AND starts_at=? AND resolved_at IS NULL",
+                (at, fingerprint, starts_at),
+            )
+        return self.instance(fingerprint, starts_at)
+
+    def start_verification(self, incident_id: str, started_at: float, deadline: float) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO verifications (incident_id, state, started_at, deadline)"
+                " VALUES (?, 'pending', ?, ?)",
+                (incident_id, started_at, deadline),
+            )
+
+    def verification(self, incident_id: str) -> Verification | None:
+        with self.connect() as conn:
+            row = conn.execute("SELECT * FROM verifications WHERE incident_id=?", (incident_id,)).fetchone()
+        return Verification(**dict(row)) if row else None
+
+    def pending_verifications(self) -> list[Verification]:
+        with self.connect() as conn:
+            rows = conn.execute(
+                "SELECT * FROM verifications WHERE state='pending' ORDER BY started_at"
+            ).fetchall()
+        return [Verification(**dict(r)) for r in rows]
+
+    def end_verification(self, incident_id: str, state: str, at: float) -> bool:
+        """Claim the end of a pending verification; False when another process ended it first."""
+        with self.transaction() as conn:
+            cur = conn.execute(
+                "UPDATE verifications SET state=?, ended_at=? WHERE incident_id=? AND state='pending'",
+                (state, at, incident_id),
+            )
+            return cur.rowcount == 1
+
+    def unverified_successes(self) -> list[Incident]:
+        """Successful rollbacks of alert instances that have no verification yet."""
+        with self.connect() as conn:
+            ids = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT id FROM incidents WHERE status='success' AND id NOT IN"
+                    " (SELECT incident_id FROM verifications) AND id IN"
+                    " (SELECT incident_id FROM alert_instances WHERE role='trigger')"
+                )
+            ]
+        return [i for i in (self.incident(x) for x in ids) if i is not None]
+
+    def latest_incident_of(self, sha: str, since: float) -> Incident | None:
+        """The newest incident that rolled ``sha`` back (or decided about it) since ``since``."""
+        with self.connect() as conn:
+            row = conn.execute(
+                "SELECT id FROM incidents WHERE from_sha=? AND created_at >= ? AND source='webhook'"
+                " ORDER BY seq DESC LIMIT 1",
+                (sha, since),
+            ).fetchone()
+        return self.incident(row[0]) if row else None
+
+    def freeze(self) -> dict[str, Any] | None:
+        with self.connect() as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key='freeze'").fetchone()
+        return json.loads(row[0]) if row else None
+
+    def set_freeze(self, until: float, reason: str, at: float) -> dict[str, Any]:
+        value = {"until": until, "reason": reason[:500], "since": at}
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('freeze', ?)", (json.dumps(value),)
+            )
+        return value
+
+    def clear_freeze(self) -> bool:
+        with self.transaction() as conn:
+            return conn.execute("DELETE FROM meta WHERE key='freeze'").rowcount == 1
+
+    def slack_thread(self, incident_id: str) -> str | None:
+        with self.connect() as conn:
+            row = conn.execute("SELECT ts FROM slack_threads WHERE incident_id=?", (incident_id,)).fetchone()
+        return str(row[0]) if row else None
+
+    def set_slack_thread(self, incident_id: str, ts: str) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO slack_threads (incident_id, ts) VALUES (?,?)", (incident_id, ts)
+            )
+
+    def live_history(self) -> list[Deploy]:
+        """Every time a release went live (deploy or rollback), newest first."""
+        with self.connect() as conn:
+            rows = conn.execute(
+                "SELECT * FROM deploys WHERE deployed_at IS NOT NULL ORDER BY id DESC"
+            ).fetchall()
+        return [Deploy(**dict(r)) for r in rows]
 
 
 def _incident(row: sqlite3.Row, phases: list[sqlite3.Row]) -> Incident:
