@@ -7,6 +7,7 @@ agent with a message an operator can act on.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import socket
@@ -15,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -30,7 +32,19 @@ from rollback_agent.triggers import DEFAULT_TRIGGERS
 DEFAULT_CONFIG_PATH = "/etc/rollback-agent/config.yml"
 CONFIG_ENV = "ROLLBACK_AGENT_CONFIG"
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
+MAX_DURATION = 366 * 86400.0
+
+
+def _finite(seconds: float) -> float:
+    # NaN passes "> 0" and inf overflows later: a duration is a finite number of seconds, up to a year.
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"duration must be a positive, finite number of seconds, got {seconds!r}")
+    if seconds > MAX_DURATION:
+        raise ValueError(f"duration must be at most 366d, got {seconds!r} seconds")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration), AfterValidator(_finite)]
 NonEmptyStr = Annotated[str, Field(min_length=1)]
 Command = Annotated[list[NonEmptyStr], Field(min_length=1)]
 
@@ -232,6 +246,10 @@ class NotifyConfig(_Section):
 class ServerConfig(_Section):
     bind: NonEmptyStr = "0.0.0.0:9095"
     workers: Annotated[int, Field(ge=1, le=64)] = 2
+    # Threads per worker: a slow client holds one thread, never a whole worker.
+    threads: Annotated[int, Field(ge=2, le=256)] = 16
+    # A request whose headers and body are not in after this long is cut off (slow clients).
+    read_timeout: Duration = 10.0
     timeout: Annotated[int, Field(ge=5)] = 30
     access_log: bool = True
     certfile: Path | None = None

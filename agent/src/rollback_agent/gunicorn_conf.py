@@ -3,7 +3,8 @@
     ROLLBACK_AGENT_CONFIG=/etc/rollback-agent/config.yml \\
         gunicorn -c python:rollback_agent.gunicorn_conf rollback_agent.wsgi:app
 
-``server.bind``, ``server.workers``, ``server.timeout``, ``server.certfile``/``keyfile`` and
+``server.bind``, ``server.workers``, ``server.threads``, ``server.read_timeout``, ``server.timeout``,
+``server.certfile``/``keyfile`` and
 ``log_level`` come from the YAML file. Prometheus multi-process files go to
 $PROMETHEUS_MULTIPROC_DIR (default ``<state_dir>/metrics``), cleared when the master starts.
 """
@@ -12,10 +13,12 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from rollback_agent.config import ConfigError, load_config
+from rollback_agent.intake import Worker
 
 try:
     _config = load_config()
@@ -24,11 +27,23 @@ except ConfigError as _exc:
     raise SystemExit(2) from None
 
 _metrics_dir = Path(os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(_config.state_dir / "metrics")))
+try:  # every worker writes its counters there: a directory that cannot be used stops the start
+    _metrics_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+    tempfile.TemporaryFile(dir=_metrics_dir).close()
+except OSError as _exc:
+    sys.stderr.write(
+        f"rollback-agent: metrics directory {_metrics_dir} cannot be written "
+        f"({_exc.strerror or _exc}): fix its permissions or set PROMETHEUS_MULTIPROC_DIR\n"
+    )
+    raise SystemExit(2) from None
+
+Worker.read_timeout = _config.server.read_timeout
 
 wsgi_app = "rollback_agent.wsgi:app"
 bind = [_config.server.bind]
 workers = _config.server.workers
-worker_class = "sync"
+worker_class = "rollback_agent.intake.Worker"  # gthread with a deadline for reading each request
+threads = _config.server.threads
 timeout = _config.server.timeout
 graceful_timeout = 30
 keepalive = 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import Iterable
 
@@ -15,17 +16,31 @@ def mask_in_logs(values: Iterable[str]) -> None:
     _LOG_SECRETS.update(v for v in values if v)
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def escape_controls(text: str) -> str:
+    """Control characters written visibly (``\\n``, ``\\x1b``): a request cannot forge a log line."""
+    return _CONTROL.sub(lambda m: _NAMED.get(m.group()) or _code(ord(m.group())), text)
+
+
+def _code(point: int) -> str:
+    return f"\\x{point:02x}" if point < 0x100 else f"\\u{point:04x}"
+
+
 class RedactingFilter(logging.Filter):
-    """Masks every known secret in log records (installed on the handlers the agent sets up)."""
+    """Masks every known secret and escapes control characters in the message of log records
+    (installed on the handlers the agent sets up; tracebacks keep their lines)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if _LOG_SECRETS:
-            message = record.getMessage()
-            masked = message
-            for value in sorted(_LOG_SECRETS, key=len, reverse=True):
-                masked = masked.replace(value, MASK)
-            if masked != message:
-                record.msg, record.args = masked, None
+        message = record.getMessage()
+        masked = message
+        for value in sorted(_LOG_SECRETS, key=len, reverse=True):
+            masked = masked.replace(value, MASK)
+        masked = escape_controls(masked)
+        if masked != message:
+            record.msg, record.args = masked, None
         return True
 
 

@@ -6,9 +6,13 @@ import hashlib
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-Labels = dict[str, str]
+from rollback_agent.limits import FIELD_BYTES, cap
+
+# Every string kept from a webhook is capped in bytes, with a visible "…[truncated N bytes]".
+Capped = Annotated[str, AfterValidator(cap)]
+Labels = dict[Annotated[str, AfterValidator(lambda v: cap(v, FIELD_BYTES // 4))], Capped]
 
 
 class PayloadError(Exception):
@@ -23,7 +27,7 @@ class Alert(BaseModel):
     annotations: Labels = {}
     startsAt: str | None = None  # noqa: N815 - Alertmanager's field names
     endsAt: str | None = None  # noqa: N815
-    generatorURL: str | None = None  # noqa: N815
+    generatorURL: Capped | None = None  # noqa: N815
     fingerprint: Annotated[str, Field(max_length=128)] | None = None
 
     @field_validator("labels")
@@ -51,13 +55,13 @@ class WebhookPayload(BaseModel):
     version: Literal["4"]
     status: Literal["firing", "resolved"]
     alerts: Annotated[list[Alert], Field(max_length=1000)]
-    receiver: str = ""
-    groupKey: str = ""  # noqa: N815
+    receiver: Capped = ""
+    groupKey: Capped = ""  # noqa: N815
     truncatedAlerts: Annotated[int, Field(ge=0)] = 0  # noqa: N815
     groupLabels: Labels = {}  # noqa: N815
     commonLabels: Labels = {}  # noqa: N815
     commonAnnotations: Labels = {}  # noqa: N815
-    externalURL: str = ""  # noqa: N815
+    externalURL: Capped = ""  # noqa: N815
 
 
 def _where(loc: tuple[Any, ...]) -> str:

@@ -40,6 +40,10 @@ def _read_secret(path: Path, key: str, source: str) -> str:
         value = path.read_text(encoding="utf-8").strip()
     except OSError as exc:
         raise ConfigError(source, [f"{key}: cannot read {path}: {exc.strerror or exc}"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            source, [f"{key}: {path} is not UTF-8 text (byte {exc.start}): write the secret as text"]
+        ) from None
     if not value:
         raise ConfigError(source, [f"{key}: {path} is empty"])
     if info.st_mode & stat.S_IROTH:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from rollback_agent.config import RetentionConfig
+from rollback_agent.limits import cap
 
 SCHEMA_VERSION = 1
 
@@ -99,7 +100,12 @@ def _now() -> float:
 
 
 def new_incident_id() -> str:
-    return time.strftime("INC-%Y%m%d-%H%M%S-", time.gmtime()) + secrets.token_hex(2)
+    """``INC-<date>-<time>-<64 random bits>``: unique without coordination between processes."""
+    return time.strftime("INC-%Y%m%d-%H%M%S-", time.gmtime()) + secrets.token_hex(8)
+
+
+class IncidentIdTakenError(Exception):
+    """The incident id exists already (a collision): nothing was recorded; try again."""
 
 
 @dataclass(frozen=True)
@@ -328,12 +334,12 @@ class Store:
                 (
                     _now(),
                     remote,
-                    receiver,
-                    (group_key or "")[:512],
+                    cap(receiver or ""),
+                    cap(group_key or ""),
                     alert_count,
                     status,
                     incident_id,
-                    reason[:1024],
+                    cap(reason),
                     blob,
                 ),
             )
@@ -409,7 +415,7 @@ class Store:
                 fingerprint,
                 trigger_id,
                 confidence,
-                reason[:2000],
+                cap(reason, 2048),
                 status,
                 "initiated" if status == RUNNING else None,
                 0,
@@ -444,14 +450,19 @@ class Store:
         ``instances``: the alert instances this incident decides (recorded in the same transaction).
         ``bad_reason``: mark ``from_sha`` bad (a rollback that is going to run).
         """
-        with self.transaction() as conn:
-            self.create_incident(conn, incident_id=incident_id, **fields)
-            if handled is not None:
-                self.mark_handled(conn, handled[0], handled[1], incident_id, fields["status"])
-            if instances:
-                self.put_instances(conn, instances)
-            if bad_reason is not None and fields.get("from_sha"):
-                self.mark_bad(conn, fields["from_sha"], incident_id, bad_reason)
+        try:
+            with self.transaction() as conn:
+                self.create_incident(conn, incident_id=incident_id, **fields)
+                if handled is not None:
+                    self.mark_handled(conn, handled[0], handled[1], incident_id, fields["status"])
+                if instances:
+                    self.put_instances(conn, instances)
+                if bad_reason is not None and fields.get("from_sha"):
+                    self.mark_bad(conn, fields["from_sha"], incident_id, bad_reason)
+        except sqlite3.IntegrityError as exc:
+            if "incidents.id" in str(exc):
+                raise IncidentIdTakenError(f"incident id {incident_id} exists already") from None
+            raise
         created = self.incident(incident_id)
         assert created is not None
         return created

@@ -8,6 +8,7 @@ from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from rollback_agent import metrics
+from rollback_agent.state import IncidentIdTakenError
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,22 @@ def register(app: Flask) -> None:
         if status == 405 and exc.get_response().headers.get("Allow"):
             response.headers["Allow"] = exc.get_response().headers["Allow"]
         return response, code
+
+    @app.errorhandler(RecursionError)
+    def _nested(_exc: RecursionError) -> tuple[Response, int]:
+        # json.loads of "[[[[..." recurses once per level: the body is refused, not a 500.
+        if request.endpoint == "webhook.trigger":
+            metrics.WEBHOOKS.labels(outcome="invalid").inc()
+        return error_response(400, "the JSON body is nested too deeply", "invalid_payload")
+
+    @app.errorhandler(IncidentIdTakenError)
+    def _collision(exc: IncidentIdTakenError) -> tuple[Response, int]:
+        log.warning("%s: nothing recorded, the sender is asked to retry", exc)
+        if request.endpoint == "webhook.trigger":
+            metrics.WEBHOOKS.labels(outcome="error").inc()
+        response, status = error_response(503, f"{exc}; nothing was recorded, send it again")
+        response.headers["Retry-After"] = "1"
+        return response, status
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> tuple[Response, int]:
