@@ -29,6 +29,8 @@ class CaptureServer:
         self.slack_statuses: list[int] = []  # consumed one per request; 200 when empty
         self.slack_delay = 0.0
         self.messages: list[dict[str, Any]] = []
+        self.api_tokens: list[str] = []  # the bearer tokens chat.postMessage received
+        self.pages: list[dict[str, Any]] = []  # PagerDuty Events v2 bodies
         self.slack_requests = 0
         self.health_requests = 0
         self.lock = threading.Lock()
@@ -57,6 +59,19 @@ class CaptureServer:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
                 body = self.rfile.read(length)
+                if self.path == "/pagerduty/v2/enqueue":
+                    with server.lock:
+                        server.pages.append(json.loads(body))
+                    self._reply(202, b'{"status": "success", "message": "Event processed"}')
+                    return
+                if self.path == "/slack-api/chat.postMessage":
+                    with server.lock:
+                        server.slack_requests += 1
+                        server.api_tokens.append(self.headers.get("Authorization", ""))
+                        ts = f"{1700000000 + len(server.messages)}.{len(server.messages):06d}"
+                        server.messages.append({"path": self.path, "ts": ts, **json.loads(body)})
+                    self._reply(200, json.dumps({"ok": True, "channel": "C1", "ts": ts}).encode())
+                    return
                 if not self.path.startswith("/slack/"):
                     self._reply(404)
                     return
@@ -138,6 +153,26 @@ def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def rfc3339(stamp: float | None = None) -> str:
+    """A time as Alertmanager writes it (UTC, nanoseconds)."""
+    stamp = time.time() if stamp is None else stamp
+    whole = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(stamp))
+    return f"{whole}.{int((stamp % 1) * 1e9):09d}Z"
+
+
+class Clock:
+    """The agent's injectable time: real time moved forward by ``offset`` seconds."""
+
+    def __init__(self, offset: float = 0.0) -> None:
+        self.offset = offset
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+
 def payload(
     alertname: str = "CriticalErrorRate",
     *,
@@ -145,14 +180,19 @@ def payload(
     fingerprint: str = "fp-error-rate",
     labels: dict[str, str] | None = None,
     extra_alerts: list[dict[str, Any]] | None = None,
+    starts_at: str | float | None = None,
 ) -> dict[str, Any]:
-    """An Alertmanager webhook (version 4) as Alertmanager 0.25 sends it."""
+    """An Alertmanager webhook (version 4) as Alertmanager 0.25 sends it.
+
+    ``startsAt`` is now unless told (a time, or the text to send): an alert that started before
+    the live release went live is not evidence against it.
+    """
     alert_labels = {"alertname": alertname, "service": "mita-api", "severity": "critical", **(labels or {})}
     alert = {
         "status": status,
         "labels": alert_labels,
         "annotations": {"summary": f"{alertname} on mita-api", "runbook_url": "https://runbooks.example/x"},
-        "startsAt": "2025-01-01T00:00:00Z",
+        "startsAt": starts_at if isinstance(starts_at, str) else rfc3339(starts_at),
         "endsAt": "0001-01-01T00:00:00Z",
         "generatorURL": "http://prometheus:9090/graph",
         "fingerprint": fingerprint,
@@ -252,20 +292,20 @@ class AgentEnv:
 
         return load_config(self.config_path)
 
-    def agent(self) -> Any:
+    def agent(self, clock: Clock | None = None) -> Any:
         from rollback_agent.host import Host
 
-        return Host(self.config())
+        return Host(self.config(), clock=clock)
 
-    def app(self) -> Any:
+    def app(self, clock: Clock | None = None) -> Any:
         from rollback_agent.web import create_app
 
-        app = create_app(str(self.config_path))
+        app = create_app(str(self.config_path)) if clock is None else create_app(host=self.agent(clock))
         app.testing = True
         return app
 
-    def client(self) -> Any:
-        return self.app().test_client()
+    def client(self, clock: Clock | None = None) -> Any:
+        return self.app(clock).test_client()
 
     def deploy(self, ref: str, force: bool = False) -> Any:
         from rollback_agent.deployer import Deployer

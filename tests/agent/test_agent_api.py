@@ -172,6 +172,8 @@ def test_test_endpoint_reports_the_plan_and_executes_nothing(agent_env) -> None:
     assert data["plan"]["units"] == ["app.service", "worker.service"]
     assert {g["name"]: g["ok"] for g in data["plan"]["guards"]} == {
         "deployment": True,
+        "freeze": True,
+        "arrived_by_deploy": True,
         "rollback_window": True,
         "cooldown": True,
         "daily_cap": True,

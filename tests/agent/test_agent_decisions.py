@@ -92,17 +92,18 @@ def test_scope_regex_matches_this_host(agent_env) -> None:
     assert body["status"] == "dry_run", body
 
 
-def test_same_alert_against_same_sha_is_handled_once(agent_env) -> None:
+def test_same_alert_instance_is_handled_once(agent_env) -> None:
     env = agent_env
     env.write_config(dry_run=True)
     client = env.client()
-    first = post(client, payload())[1]
+    started = time.time()
+    first = post(client, payload(starts_at=started))[1]
     assert first["status"] == "dry_run"
-    for _ in range(3):
-        again = post(client, payload())[1]
+    for _ in range(3):  # Alertmanager's resends: same fingerprint, same startsAt
+        again = post(client, payload(starts_at=started))[1]
         assert again["status"] == "duplicate"
         assert again["incident_id"] == first["incident_id"]
-        assert "already handled against" in again["reason"]
+        assert "was decided already: dry_run" in again["reason"]
     # Another alert (fingerprint) is a new decision.
     other = post(client, payload("CriticalP95Latency", fingerprint="fp-latency"))[1]
     assert other["status"] == "dry_run" and other["incident_id"] != first["incident_id"]
@@ -169,21 +170,25 @@ def test_guard_cooldown(agent_env) -> None:
     env = agent_env
     _status, body = post(env.client(), payload())
     assert env.wait_incident(body["incident_id"])["status"] == "success"
+    # v3 is deployed again by hand minutes after the rollback and an alert fires: cooldown blocks it.
+    assert env.deploy("v3", force=True).result == "deployed"
     env.clear_calls()
-    # The release now live (v2) was deployed seconds ago; the alert fires again: cooldown blocks it.
-    _guard_blocks(env, "cooldown is 15m00s", "cooldown", live="v2")
+    _guard_blocks(env, "cooldown is 15m00s", "cooldown", live="v3")
 
 
 def test_same_alert_after_a_forced_redeploy_is_a_new_incident(agent_env) -> None:
-    """Dedup is per deploy: the bad release forced back on and breaking again rolls back again."""
+    """The bad release forced back on and breaking again (a new firing) rolls back again."""
     env = agent_env
     env.write_config(guards={"cooldown": "1s"})
     client = env.client()
-    _status, body = post(client, payload())
+    started = time.time()
+    _status, body = post(client, payload(starts_at=started))
     assert env.wait_incident(body["incident_id"])["status"] == "success"
     assert env.deployed_sha() == env.shas["v2"]
     assert env.deploy("v3", force=True).result == "deployed"
     time.sleep(1.1)
+    # The first firing resent: decided already, whatever was deployed since.
+    assert post(client, payload(starts_at=started))[1]["status"] == "duplicate"
     status, again = post(client, payload())
     assert (status, again["status"]) == (202, "accepted"), again
     assert again["incident_id"] != body["incident_id"]
@@ -197,9 +202,10 @@ def test_guard_daily_cap(agent_env) -> None:
     env.write_config(guards={"cooldown": "1s", "max_rollbacks_per_day": 1})
     _status, body = post(env.client(), payload())
     assert env.wait_incident(body["incident_id"])["status"] == "success"
+    assert env.deploy("v3", force=True).result == "deployed"
     env.clear_calls()
     time.sleep(1.1)
-    _guard_blocks(env, "1 rollback(s) in the last 24h (cap 1)", "daily_cap", live="v2")
+    _guard_blocks(env, "1 rollback(s) in the last 24h (cap 1)", "daily_cap", live="v3")
 
 
 def test_guard_no_earlier_healthy_release(agent_env) -> None:
@@ -230,7 +236,8 @@ def test_blocked_alert_is_not_retried_when_resent(agent_env) -> None:
     env = agent_env
     env.sql("UPDATE deploys SET deployed_at = deployed_at - 3*3600")
     client = env.client()
-    assert post(client, payload())[1]["status"] == "blocked"
-    assert post(client, payload())[1]["status"] == "duplicate"
+    started = time.time()
+    assert post(client, payload(starts_at=started))[1]["status"] == "blocked"
+    assert post(client, payload(starts_at=started))[1]["status"] == "duplicate"
     time.sleep(0.5)
     assert env.server.kinds().count("blocked") == 1  # one notification, not one per resend

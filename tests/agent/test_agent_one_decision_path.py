@@ -35,12 +35,26 @@ def _window(env: AgentEnv) -> None:
 
 def _cooldown(env: AgentEnv) -> None:
     _roll_back_for_real(env)
+    assert env.deploy("v3", force=True).result == "deployed"  # by hand, minutes later
 
 
 def _daily_cap(env: AgentEnv) -> None:
     env.write_config(guards={"cooldown": "1s", "max_rollbacks_per_day": 1})
     _roll_back_for_real(env)
+    assert env.deploy("v3", force=True).result == "deployed"
     time.sleep(1.1)
+
+
+def _after_rollback(env: AgentEnv) -> None:
+    _roll_back_for_real(env)
+
+
+def _frozen(env: AgentEnv) -> None:
+    from rollback_agent.cli import main
+
+    assert (
+        main(["--config", str(env.config_path), "freeze", "--for", "1h", "--reason", "db maintenance"]) == 0
+    )
 
 
 def _no_target(env: AgentEnv) -> None:
@@ -76,6 +90,9 @@ CASES: list[tuple[str, Callable[[AgentEnv], None], dict[str, Any], str, str]] = 
     ("daily_cap", _daily_cap, {}, "blocked", "blocked by daily_cap"),
     ("no_target", _no_target, {}, "blocked", "blocked by target_release"),
     ("in_progress", _nothing, {}, "in_progress", "deploy v4 is running"),
+    ("after_rollback", _after_rollback, {}, "attached", "attached to its verification"),
+    ("frozen", _frozen, {}, "blocked", "blocked by freeze: frozen until"),
+    ("medium", _nothing, {"name": "UserRegistrationDown"}, "waiting", "confidence medium: waiting"),
     ("accepted", _nothing, {}, "dry_run", "dry run: would roll back"),
     ("accepted_live", _nothing, {"live": True}, "accepted", "rolling back"),
 ]
@@ -147,10 +164,14 @@ def test_test_endpoint_and_webhook_decide_the_same(
         incident = env.wait_incident(decided["incident_id"])
         assert incident["status"] == ("success" if live else expected)
     else:
-        # Ignored or busy: the webhook made no plan and opened no incident.
-        assert "plan" not in decided and "incident_id" not in decided
+        # Ignored, busy, waiting or attached: the webhook made no plan and opened no incident.
+        assert "plan" not in decided
+        if expected == "attached":  # to the rollback that put v2 in place
+            assert decided["incident_id"] == env.sql("SELECT id FROM incidents")[0][0]
+        else:
+            assert "incident_id" not in decided
         assert env.sql("SELECT count(*) FROM incidents") == incidents_before
-    rolled_back_before = setup in (_cooldown, _daily_cap)
+    rolled_back_before = setup is _after_rollback
     if live:
         assert env.restarts() == ["restart app.service", "restart worker.service"]
         assert env.deployed_sha() == env.shas["v2"]

@@ -195,6 +195,8 @@ def cmd_status(args: argparse.Namespace) -> int:
                 )
         else:
             print("in progress: nothing")
+        if data.get("freeze"):
+            print(f"FROZEN:     until {data['freeze']['until_utc']}: {data['freeze']['reason']}")
         print(f"triggers:   {', '.join(data['monitored_triggers'])}")
         _print_history(data["history"])
 
@@ -337,6 +339,30 @@ def _print_plan(plan: Plan, echo: Callable[[str], None] = print) -> None:
         echo(f"  {mark} {g.name}: {g.detail}" + ("" if g.enforced or g.ok else " [not enforced by hand]"))
 
 
+def cmd_freeze(args: argparse.Namespace) -> int:
+    from rollback_agent.freeze import FreezeError, freeze
+
+    host = _host(_load(args))
+    try:
+        data = freeze(host, args.duration, args.reason)
+    except FreezeError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+    _emit(args, {"freeze": data}, lambda: print(f"frozen until {data['until_utc']}: {data['reason']}"))
+    return EXIT_OK
+
+
+def cmd_unfreeze(args: argparse.Namespace) -> int:
+    from rollback_agent.freeze import unfreeze
+
+    was = unfreeze(_host(_load(args)))
+    _emit(
+        args,
+        {"freeze": None, "was_frozen": was},
+        lambda: print("unfrozen: automated rollbacks allowed again" if was else "was not frozen"),
+    )
+    return EXIT_OK
+
+
 def cmd_test(args: argparse.Namespace) -> int:
     from rollback_agent.decisions import simulate
 
@@ -418,6 +444,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="show the plan, execute nothing")
     p.add_argument("--reason", default="manual rollback", metavar="TEXT", help="recorded and notified")
     p.set_defaults(func=cmd_rollback)
+    p = sub.add_parser(
+        "freeze", parents=[common], help="no automated rollback for a while (planned maintenance)"
+    )
+    p.add_argument("--for", dest="duration", required=True, metavar="DURATION", help="e.g. 2h, 30m")
+    p.add_argument("--reason", required=True, metavar="TEXT", help="shown in every blocked decision")
+    p.set_defaults(func=cmd_freeze)
+    sub.add_parser("unfreeze", parents=[common], help="end the freeze").set_defaults(func=cmd_unfreeze)
     p = sub.add_parser(
         "test", parents=[common], help="what a firing ALERTNAME would do now (executes nothing)"
     )

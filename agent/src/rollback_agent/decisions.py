@@ -1,27 +1,41 @@
-"""What an alert causes: the one decision path of webhooks, ``POST .../test`` and ``rollback-agent test``.
+"""What an alert causes: the one decision path of webhooks, the timer, ``test`` (HTTP and CLI).
 
-``classify`` (is this alert a rollback trigger for this host?) and ``verdict`` (given the plan and
-its guards, what happens?) are used by all three; ``handle_webhook`` adds deduplication, the lock,
-the incident and the rollback process, ``simulate`` only reads.
+The rules, in order (README "Decisions, in order"):
+
+1. a resolved alert is recorded (it cancels a waiting decision and counts for verification);
+2. not a trigger, ``auto_rollback: false`` or out of scope: ``ignored``;
+3. an alert instance (fingerprint, startsAt) is decided once, for ever: a resend is ``duplicate``;
+4. an operation holds the lock: ``in_progress`` (not recorded: the resend is decided later);
+5. it started before the live release went live (minus ``guards.clock_skew``): ``attached`` to the
+   incident of the release it concerned, or ``ignored``;
+6. the live release was put in place by a rollback still verifying: ``attached`` to that rollback;
+7. the guards of the plan (freeze, arrived by deploy, window, cooldown, daily cap, target, dry run):
+   ``blocked`` or ``dry_run``;
+8. a medium-confidence trigger not corroborated yet: ``waiting`` (the timer decides again);
+9. otherwise ``accepted``: one incident, one rollback.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-from rollback_agent import metrics, preflight
+from rollback_agent import metrics, preflight, verification
 from rollback_agent.config import Config, TriggerConfig
-from rollback_agent.gitops import GitError
+from rollback_agent.durations import format_duration
 from rollback_agent.host import Host
 from rollback_agent.locking import LockBusyError, OperationLock
 from rollback_agent.payload import Alert, WebhookPayload
-from rollback_agent.planner import Plan, build_plan
+from rollback_agent.planner import Plan, build_plan, utc
 from rollback_agent.recovery import recover
 from rollback_agent.rollback import spawn
-from rollback_agent.state import BLOCKED, DRY_RUN, RUNNING, new_incident_id
+from rollback_agent.state import BLOCKED, DRY_RUN, RUNNING, AlertInstance, new_incident_id
+from rollback_agent.steps import Deadline
+from rollback_agent.units import health_problem
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +44,13 @@ ACCEPTED = "accepted"
 IGNORED = "ignored"
 DUPLICATE = "duplicate"
 IN_PROGRESS = "in_progress"
+ATTACHED = "attached"
+WAITING = "waiting"
 CANDIDATE = "candidate"  # a rollback trigger for this host, not decided yet
 # The incident status each final answer records.
 INCIDENT_STATUS = {ACCEPTED: RUNNING, BLOCKED: BLOCKED, DRY_RUN: DRY_RUN}
+# Which alert's answer a webhook carrying several gives, most important first.
+PRIORITY = (ACCEPTED, BLOCKED, DRY_RUN, WAITING, ATTACHED, IN_PROGRESS, DUPLICATE, IGNORED)
 
 
 @dataclass
@@ -91,6 +109,37 @@ class Simulation:
         }
 
 
+@dataclass
+class Seen:
+    """One alert of a webhook (or a waiting instance the timer decides again) and its answer."""
+
+    item: dict[str, Any]
+    starts_ts: float | None
+    labels: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.item["fingerprint"], self.item["starts_at"]
+
+    def instance(self, host: Host, now: float, release: str | None, role: str | None = None) -> AlertInstance:
+        item = self.item
+        return AlertInstance(
+            fingerprint=item["fingerprint"],
+            starts_at=item["starts_at"],
+            starts_ts=self.starts_ts,
+            alertname=item["alertname"],
+            trigger_id=item.get("trigger"),
+            confidence=item.get("confidence"),
+            decision=item["decision"],
+            role=role,
+            incident_id=item.get("incident_id"),
+            reason=item.get("reason"),
+            release_sha=release,
+            decided_at=now,
+            resolved_at=None,
+        )
+
+
 # --- the rules ------------------------------------------------------------------------------------
 def classify(config: Config, name: str, status: str, labels: dict[str, str]) -> tuple[str, str]:
     """(IGNORED, why) or (CANDIDATE, "rollback trigger"): firing, a trigger, auto_rollback, in scope."""
@@ -132,48 +181,110 @@ def running(host: Host, busy: LockBusyError | None = None) -> tuple[str, str | N
     return f"another operation holds the lock: {busy}", None
 
 
+def after_rollback(host: Host, plan: Plan) -> tuple[str, str] | None:
+    """(incident id, why) when the live release was put in place by a rollback still verifying."""
+    incident_id = plan.arrival_incident
+    if plan.arrived_by != "rollback" or not verification.pending(host, incident_id):
+        return None
+    assert incident_id is not None
+    return incident_id, (
+        f"fired after the rollback {incident_id} put {(plan.from_sha or '?')[:10]} in place: "
+        "attached to its verification (no second rollback)"
+    )
+
+
+def corroborated(
+    host: Host, seen: list[Seen], now: float, current: str | None, trigger: TriggerConfig
+) -> str | None:
+    """Why a medium-confidence decision may act now, or None (it waits)."""
+    if trigger.confidence != "medium" or any(s.item.get("confidence") != "medium" for s in seen):
+        return "high confidence"
+    mine = {s.item["fingerprint"] for s in seen}
+    others = [
+        i
+        for i in host.store.waiting_instances()
+        if i.fingerprint not in mine and (i.release_sha == current or current is None)
+    ]
+    names = sorted({s.item["alertname"] for s in seen} | {i.alertname for i in others})
+    if len(mine) + len({i.fingerprint for i in others}) >= 2:
+        return f"corroborated: {', '.join(names)} fire for this release"
+    window = host.config.guards.corroboration_window
+    oldest = min((s.starts_ts for s in seen if s.starts_ts is not None), default=now)
+    if now - oldest >= window:
+        return f"corroborated: still firing {format_duration(now - oldest)} after it started"
+    if host.config.health is not None:
+        problem = health_problem(host.config.health.url, Deadline.after(min(5.0, host.config.health.timeout)))
+        if problem is not None:
+            return f"corroborated: the health check fails ({problem})"
+    return None
+
+
+def _waiting_reason(host: Host, seen: list[Seen], now: float) -> str:
+    window = host.config.guards.corroboration_window
+    oldest = min((s.starts_ts for s in seen if s.starts_ts is not None), default=now)
+    return (
+        "confidence medium: waiting for corroboration (another trigger for this release, a failing "
+        f"health check, or still firing at {utc(oldest + window)}, {format_duration(window)} after it "
+        "started)"
+    )
+
+
 # --- POST .../test and `rollback-agent test` -------------------------------------------------------
 def simulate(
     host: Host, alert_name: str, labels: dict[str, str] | None = None, status: str = "firing"
 ) -> Simulation:
-    """What an ``alert_name`` alert (firing unless told) would cause now; executes and records nothing."""
+    """What an ``alert_name`` alert (firing now unless told) would cause; executes and records nothing."""
     config = host.config
     trigger = config.triggers.get(alert_name)
     alert_labels = {**config.scope.match_labels, **(labels or {}), "alertname": alert_name}
     checks = preflight.checks(host)
-    plan = build_plan(host)
+    now = host.now()
+    plan = build_plan(host, now=now)
     would, reason = classify(config, alert_name, status, alert_labels)
     if would == IGNORED and trigger is None and status == "firing":
         reason += f" (known: {', '.join(config.triggers)})"
     elif would == CANDIDATE and trigger is not None:
         busy = running(host)
+        attach = after_rollback(host, plan)
         if busy is not None:
             would, reason = IN_PROGRESS, busy[0]
+        elif attach is not None:
+            would, reason = ATTACHED, attach[1]
         else:
             would, reason = verdict(config, plan, alert_name, trigger)
+            item = {
+                "alertname": alert_name,
+                "fingerprint": "-",
+                "starts_at": "",
+                "confidence": trigger.confidence,
+            }
+            if (
+                would in (ACCEPTED, DRY_RUN)
+                and corroborated(host, [Seen(item, now)], now, plan.from_sha, trigger) is None
+            ):
+                would, reason = WAITING, _waiting_reason(host, [Seen(item, now)], now)
     return Simulation(alert_name, alert_labels, trigger, would, reason, plan, checks)
 
 
 # --- POST .../trigger (Alertmanager) ---------------------------------------------------------------
 def handle_webhook(host: Host, payload: WebhookPayload, remote: str | None = None) -> Decision:
-    current = dedup_key(host)
-    items: list[dict[str, Any]] = []
-    seen_fps: set[str] = set()
+    now = host.now()
+    seen: list[Seen] = []
+    keys: set[tuple[str, str]] = set()
+    resolved = False
     for alert in payload.alerts:
-        item = _alert_item(host, alert, current)
-        if item["decision"] == CANDIDATE and item["fingerprint"] in seen_fps:
-            item.update(decision=DUPLICATE, reason="the same alert appears twice in this webhook")
-        seen_fps.add(item["fingerprint"])
-        items.append(item)
-    candidates = [i for i in items if i["decision"] == CANDIDATE]
-    if candidates:
-        decision = _decide(host, candidates, items, payload)
-    elif any(i["decision"] == DUPLICATE for i in items):
-        first = next(i for i in items if i["decision"] == DUPLICATE)
-        decision = Decision(DUPLICATE, first["reason"], first.get("incident_id"), items)
-    else:
-        reason = "; ".join(dict.fromkeys(i["reason"] for i in items)) or "the webhook carries no alerts"
-        decision = Decision(IGNORED, reason, None, items)
+        one = _look(host, alert, now)
+        if one.item["decision"] == CANDIDATE and one.key in keys:
+            one.item.update(decision=DUPLICATE, reason="the same alert appears twice in this webhook")
+        keys.add(one.key)
+        resolved = resolved or alert.status == "resolved"
+        seen.append(one)
+    candidates = [s for s in seen if s.item["decision"] == CANDIDATE]
+    plan = _decide(host, candidates, now, group_key=payload.groupKey) if candidates else None
+    if resolved:
+        verification.check(host, now)
+    items = [s.item for s in seen]
+    decision = _overall(items, plan)
     for item in items:
         metrics.ALERT_DECISIONS.labels(decision=item["decision"]).inc()
     metrics.WEBHOOKS.labels(outcome=decision.status).inc()
@@ -198,107 +309,258 @@ def handle_webhook(host: Host, payload: WebhookPayload, remote: str | None = Non
     return decision
 
 
-def dedup_key(host: Host) -> str:
-    """What an alert is deduplicated against: the live sha *and* the deploy that put it live.
+def decide_waiting(host: Host, now: float | None = None) -> list[dict[str, Any]]:
+    """The timer: decide again the waiting alerts whose corroboration window has passed."""
+    now = host.now() if now is None else now
+    window = host.config.guards.corroboration_window
+    due = [i for i in host.store.waiting_instances() if i.starts_ts is None or now - i.starts_ts >= window]
+    if not due:
+        return []
+    seen = [
+        Seen(
+            {
+                "alertname": i.alertname,
+                "fingerprint": i.fingerprint,
+                "starts_at": i.starts_at,
+                "status": "firing",
+                "trigger": i.trigger_id,
+                "confidence": i.confidence,
+                "decision": CANDIDATE,
+                "reason": "rollback trigger",
+            },
+            i.starts_ts,
+        )
+        for i in due
+        if i.alertname in host.config.triggers
+    ]
+    _decide(host, seen, now, group_key="timer", source="timer")
+    return [s.item for s in seen]
 
-    Alertmanager resends a firing alert for as long as it fires; those resends must never roll
-    back twice. But when the same release is deployed again later (``deploy --force``) and
-    breaks again, that is a new incident: keying on the deploy, not only the sha, allows it.
-    """
+
+def _parse_time(text: str | None) -> float | None:
+    """Alertmanager's RFC 3339 time (nanoseconds allowed) as epoch seconds; None when absent or odd."""
+    if not text or text.startswith("0001-"):
+        return None
+    value = re.sub(r"(\.\d{6})\d+", r"\1", text.strip()).replace("Z", "+00:00").replace("z", "+00:00")
     try:
-        with host.git_lock:
-            sha = host.deployment.current_sha()
-    except GitError:
-        return "-"
-    if not sha:
-        return "-"
-    live = host.store.latest_deploy_of(sha)
-    return f"{sha}@{live.id}" if live is not None else sha
+        stamp = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if stamp.tzinfo is None:
+        return None
+    return stamp.timestamp()
 
 
-def _alert_item(host: Host, alert: Alert, current: str) -> dict[str, Any]:
-    item: dict[str, Any] = {"alertname": alert.name, "fingerprint": alert.key(), "status": alert.status}
+def _look(host: Host, alert: Alert, now: float) -> Seen:
+    """Rules 1 to 3 for one alert: recorded if resolved, ignored, a duplicate, or a candidate."""
+    item: dict[str, Any] = {
+        "alertname": alert.name,
+        "fingerprint": alert.key(),
+        "starts_at": (alert.startsAt or "")[:64],
+        "status": alert.status,
+    }
+    one = Seen(item, _parse_time(alert.startsAt), dict(alert.labels))
     trigger = host.config.triggers.get(alert.name)
     if trigger is not None:
         item["trigger"] = trigger.trigger
         item["confidence"] = trigger.confidence
     decision, reason = classify(host.config, alert.name, alert.status, alert.labels)
     item.update(decision=decision, reason=reason)
-    if decision == CANDIDATE:
-        _handled_already(host, item, current)
-    return item
+    if alert.status == "resolved":
+        known = host.store.resolve_instance(item["fingerprint"], item["starts_at"], now)
+        if known is not None and known.incident_id:
+            item.update(
+                incident_id=known.incident_id, reason=f"resolved alert: recorded for {known.incident_id}"
+            )
+        elif known is not None and known.decision == "cancelled":
+            item.update(reason="resolved alert: the waiting decision is cancelled")
+    elif decision == CANDIDATE:
+        _decided_already(host, one)
+    return one
 
 
-def _handled_already(host: Host, item: dict[str, Any], current: str) -> bool:
-    """Mark ``item`` a duplicate when its alert was decided against ``current`` before."""
-    seen = host.store.handled(item["fingerprint"], current)
-    if seen is None:
+def _decided_already(host: Host, one: Seen) -> bool:
+    """Mark ``one`` a duplicate when its alert instance was decided before (waiting is not decided)."""
+    known = host.store.instance(*one.key)
+    if known is None or known.decision == WAITING:
         return False
-    item.update(
+    what = f"{known.decision} {known.incident_id}" if known.incident_id else known.decision
+    one.item.update(
         decision=DUPLICATE,
-        incident_id=seen.incident_id,
-        reason=f"already handled against {current[:10]} ({seen.status} {seen.incident_id})",
+        incident_id=known.incident_id,
+        reason=f"this alert instance (started {one.item['starts_at'] or '?'}) was decided already: {what}",
     )
     return True
 
 
+def _overall(items: list[dict[str, Any]], plan: Plan | None) -> Decision:
+    if not items:
+        return Decision(IGNORED, "the webhook carries no alerts", None, items)
+    rank = {status: n for n, status in enumerate(PRIORITY)}
+    first = min(items, key=lambda i: rank.get(i["decision"], len(PRIORITY)))
+    status = first["decision"]
+    if status == IGNORED:
+        return Decision(IGNORED, "; ".join(dict.fromkeys(i["reason"] for i in items)), None, items)
+    with_plan = plan if status in (ACCEPTED, BLOCKED, DRY_RUN) else None
+    return Decision(status, first["reason"], first.get("incident_id"), items, with_plan)
+
+
 def _decide(
-    host: Host, candidates: list[dict[str, Any]], items: list[dict[str, Any]], payload: WebhookPayload
-) -> Decision:
+    host: Host, candidates: list[Seen], now: float, *, group_key: str, source: str = "webhook"
+) -> Plan | None:
     try:
-        lock = host.lock().acquire("decision", "on a webhook")
+        lock = host.lock().acquire("decision", f"on a {source}")
     except LockBusyError as busy:
         reason, incident = running(host, busy) or (f"another operation holds the lock: {busy}", None)
-        for item in candidates:
-            item.update(decision=IN_PROGRESS, reason=reason)
-        return Decision(IN_PROGRESS, reason, incident, items)
+        for one in candidates:
+            one.item.update(decision=IN_PROGRESS, reason=reason)
+            if incident:
+                one.item["incident_id"] = incident
+        return None
     try:
         recover(host, lock)
-        current = dedup_key(host)
-        fresh = [item for item in candidates if not _handled_already(host, item, current)]
+        fresh = [one for one in candidates if not _decided_already(host, one)]
         if not fresh:
-            return Decision(DUPLICATE, candidates[0]["reason"], candidates[0].get("incident_id"), items)
-        return _open_incident(host, fresh, items, payload, lock)
+            return None
+        return _decide_locked(host, fresh, now, lock, group_key)
     finally:
         lock.release()  # a no-op when the lock went to the rollback process
 
 
+def _decide_locked(host: Host, fresh: list[Seen], now: float, lock: OperationLock, group_key: str) -> Plan:
+    """Rules 5 to 9, under the operation lock."""
+    config = host.config
+    verification.check(host, now)
+    plan = build_plan(host, now=now)
+    current = plan.from_sha
+    skew = config.guards.clock_skew
+    concerning: list[Seen] = []
+    attach = after_rollback(host, plan)
+    for one in fresh:
+        if (
+            one.starts_ts is not None
+            and plan.deployed_at is not None
+            and one.starts_ts < plan.deployed_at - skew
+        ):
+            _earlier(host, one, now, plan.deployed_at)
+        elif attach is not None:
+            _attach(host, one, now, attach[0], attach[1], current)
+        else:
+            concerning.append(one)
+    if not concerning:
+        return plan
+    primary = concerning[0]
+    trigger = config.triggers[primary.item["alertname"]]
+    answer, reason = verdict(config, plan, primary.item["alertname"], trigger)
+    if answer in (ACCEPTED, DRY_RUN):
+        why = corroborated(host, concerning, now, current, trigger)
+        if why is None:
+            waiting = _waiting_reason(host, concerning, now)
+            for one in concerning:
+                one.item.update(decision=WAITING, reason=waiting)
+            host.store.save_instances([one.instance(host, now, current) for one in concerning])
+            return plan
+        if why != "high confidence":
+            reason += f" ({why})"
+            concerning += _joining(host, concerning, current)
+    _open_incident(host, concerning, plan, answer, reason, now, lock, group_key)
+    return plan
+
+
+def _joining(host: Host, concerning: list[Seen], current: str | None) -> list[Seen]:
+    """Waiting instances of the same release that corroborate: they trigger the incident too."""
+    mine = {one.key for one in concerning}
+    joining = []
+    for i in host.store.waiting_instances():
+        if (i.fingerprint, i.starts_at) in mine or i.release_sha != current:
+            continue
+        item = {
+            "alertname": i.alertname,
+            "fingerprint": i.fingerprint,
+            "starts_at": i.starts_at,
+            "status": "firing",
+            "trigger": i.trigger_id,
+            "confidence": i.confidence,
+        }
+        joining.append(Seen(item, i.starts_ts))
+    return joining
+
+
+def _earlier(host: Host, one: Seen, now: float, live_since: float) -> None:
+    """Rule 5: the alert started before the live release went live; it concerns an earlier one."""
+    assert one.starts_ts is not None
+    skew = host.config.guards.clock_skew
+    started = utc(one.starts_ts)
+    before = (
+        f"started at {started}, before the live release went live at {utc(live_since)} "
+        f"(guards.clock_skew {format_duration(skew)}): not evidence against it"
+    )
+    release = next(
+        (d for d in host.store.live_history() if float(d.deployed_at or 0) <= one.starts_ts + skew), None
+    )
+    incident = (
+        host.store.latest_incident_of(release.sha, float(release.deployed_at or 0) - skew)
+        if release
+        else None
+    )
+    if incident is None:
+        what = f"release {release.sha[:10]}" if release else "the release live then"
+        one.item.update(decision=IGNORED, reason=f"{before}; no incident of {what} to attach it to")
+        host.store.save_instances([one.instance(host, now, release.sha if release else None)])
+        return
+    _attach(host, one, now, incident.id, f"{before}; attached to {incident.id}", incident.from_sha)
+
+
+def _attach(host: Host, one: Seen, now: float, incident_id: str, reason: str, release: str | None) -> None:
+    one.item.update(decision=ATTACHED, incident_id=incident_id, reason=reason)
+    host.store.save_instances([one.instance(host, now, release, role="attached")])
+    incident = host.store.incident(incident_id)
+    if incident is not None:
+        host.notify(
+            "attached",
+            incident,
+            detail=f"{one.item['alertname']} (started {one.item['starts_at'] or '?'}) "
+            f"attached to `{incident_id}`",
+        )
+
+
 def _open_incident(
     host: Host,
-    fresh: list[dict[str, Any]],
-    items: list[dict[str, Any]],
-    payload: WebhookPayload,
+    concerning: list[Seen],
+    plan: Plan,
+    answer: str,
+    reason: str,
+    now: float,
     lock: OperationLock,
-) -> Decision:
+    group_key: str,
+) -> None:
     config = host.config
-    plan = build_plan(host)
-    current = dedup_key(host)
-    primary = fresh[0]
-    trigger = config.triggers[primary["alertname"]]
-    answer, reason = verdict(config, plan, primary["alertname"], trigger)
+    primary = concerning[0]
+    name = primary.item["alertname"]
+    trigger = config.triggers[name]
     status = INCIDENT_STATUS[answer]
     incident_id = new_incident_id()
+    for one in concerning:
+        one.item.update(decision=answer, incident_id=incident_id, reason=reason)
     incident = host.store.open_incident(
         incident_id,
         source="webhook",
         status=status,
-        alert_name=primary["alertname"],
-        fingerprint=primary["fingerprint"],
+        alert_name=name,
+        fingerprint=primary.item["fingerprint"],
         trigger_id=trigger.trigger,
         confidence=trigger.confidence,
         reason=trigger.reason if status == RUNNING else reason,
         **plan.releases(),
         detail={
             "plan": plan.as_dict(),
-            "alerts": sorted({i["alertname"] for i in fresh}),
-            "group_key": payload.groupKey[:512],
-            "labels": dict(next(a.labels for a in payload.alerts if a.key() == primary["fingerprint"])),
+            "alerts": sorted({one.item["alertname"] for one in concerning}),
+            "group_key": group_key[:512],
+            "labels": primary.labels,
         },
-        handled=([i["fingerprint"] for i in fresh], current),
-        bad_reason=f"rolled back by {incident_id}: {primary['alertname']}" if status == RUNNING else None,
+        instances=[one.instance(host, now, plan.from_sha, role="trigger") for one in concerning],
+        bad_reason=f"rolled back by {incident_id}: {name}" if status == RUNNING else None,
     )
-    for item in fresh:
-        item.update(decision=answer, incident_id=incident_id, reason=reason)
     if status == RUNNING:
         try:
             spawn(host, incident_id, lock)
@@ -308,15 +570,14 @@ def _open_incident(
             metrics.ROLLBACKS.labels(result="failed").inc()
             host.notify("failure", incident, failed_step="initiated", error=error)
             log.error("%s: %s", incident_id, error)
-    else:
-        host.notify(
-            status,
-            dataclasses.replace(incident, reason=trigger.reason),
-            progress=0,
-            detail=f"*Decision:* {reason}",
-            follow_up=[
-                "A human decides: `rollback-agent test " + primary["alertname"] + "` shows the plan, "
-                "`rollback-agent rollback` runs it"
-            ],
-        )
-    return Decision(answer, reason, incident_id, items, plan)
+        return
+    host.notify(
+        status,
+        dataclasses.replace(incident, reason=trigger.reason),
+        progress=0,
+        detail=f"*Decision:* {reason}",
+        follow_up=[
+            "A human decides: `rollback-agent test " + name + "` shows the plan, "
+            "`rollback-agent rollback` runs it"
+        ],
+    )

@@ -13,7 +13,7 @@ from prometheus_client import Counter, Histogram
 WEBHOOKS = Counter(
     "rollback_agent_webhooks_total",
     "Webhook requests by outcome (accepted, ignored, duplicate, in_progress, blocked, dry_run, "
-    "invalid, unauthorized, too_large, error).",
+    "attached, waiting, invalid, unauthorized, too_large, error).",
     ["outcome"],
 )
 ALERT_DECISIONS = Counter(
@@ -36,4 +36,10 @@ NOTIFICATIONS = Counter(
     "rollback_agent_notifications_total",
     "Slack notifications by outcome (sent, failed, dropped).",
     ["outcome"],
+)
+VERIFICATIONS = Counter(
+    "rollback_agent_verifications_total",
+    "Verifications of successful rollbacks that ended, by state (confirmed: every alert resolved in"
+    " guards.verify_window; not_confirmed: still firing at the deadline, escalated).",
+    ["state"],
 )

@@ -1,8 +1,13 @@
-"""Slack notifications, one per phase, sent from a background thread.
+"""Slack notifications, one per phase, and PagerDuty escalations, sent from a background thread.
 
 ``Notifier.send`` only queues the message: sending (with tenacity retries and backoff) happens on
 a daemon thread, so a slow or broken Slack never delays or fails a rollback. Failures are logged
 without the webhook URL and counted in ``rollback_agent_notifications_total``.
+
+With ``notify.slack.bot_token_file`` an incident is one Slack thread: its first message is posted
+with ``chat.postMessage`` and every later one is a reply (``thread_ts``, kept in the state database
+so the rollback process and the web workers post to the same thread). With a webhook URL the
+messages are flat, and lines meant only for a thread (an attached alert) are not sent.
 """
 
 from __future__ import annotations
@@ -13,10 +18,10 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from rollback_agent import metrics
-from rollback_agent.config import SlackConfig
+from rollback_agent.config import PagerDutyConfig, SlackConfig
 from rollback_agent.durations import format_duration
 
 log = logging.getLogger(__name__)
@@ -34,7 +39,13 @@ TITLES = {
     "interrupted": ":warning: Rollback interrupted",
     "blocked": ":no_entry: Automated rollback blocked",
     "dry_run": ":memo: Rollback dry run (nothing executed)",
+    "attached": ":paperclip: Alert attached",
+    "confirmed": ":white_check_mark: Rollback confirmed",
+    "not_confirmed": ":rotating_light: Rollback did not clear the alert: a person is needed",
+    "stuck": ":sos: Rollback could not restore the host: a person is needed",
 }
+# Kinds that are one line in the incident's thread, and not sent as flat messages.
+THREAD_ONLY = frozenset({"attached"})
 COLORS = {
     "success": "good",
     "failure": "danger",
@@ -42,6 +53,9 @@ COLORS = {
     "interrupted": "danger",
     "blocked": "warning",
     "dry_run": "#439FE0",
+    "confirmed": "good",
+    "not_confirmed": "danger",
+    "stuck": "danger",
 }
 
 
@@ -76,8 +90,10 @@ class Event:
 
 
 def render(event: Event, channel: str | None, username: str) -> dict[str, Any]:
-    """The Slack incoming-webhook body for an event."""
+    """The Slack body for an event (an incoming webhook and ``chat.postMessage`` read the same)."""
     title = TITLES.get(event.kind, event.kind)
+    if event.kind in THREAD_ONLY:
+        return _body(event, title, f"*{title}* · {event.detail or ''}".rstrip(" ·"), channel, username)
     lines = [f"*{title}* · `{event.incident_id}` · host `{event.host}`"]
     if event.alert:
         lines.append(f"*Alert:* {event.alert}" + (f" (trigger `{event.trigger}`)" if event.trigger else ""))
@@ -100,10 +116,16 @@ def render(event: Event, channel: str | None, username: str) -> dict[str, Any]:
         lines.append(f"*Error:* ```{event.error[-1200:]}```")
     if event.follow_up:
         lines.append("*Follow-up:*\n" + "\n".join(f"• {item}" for item in event.follow_up))
-    text = "\n".join(lines)
+    return _body(event, title, "\n".join(lines), channel, username)
+
+
+def _body(event: Event, title: str, text: str, channel: str | None, username: str) -> dict[str, Any]:
+    summary = f"{title}: {event.incident_id} on {event.host}"
+    if event.kind in ("not_confirmed", "stuck"):
+        summary = "<!here> " + summary  # the escalation calls the people in the channel
     body: dict[str, Any] = {
         "username": username,
-        "text": f"{title}: {event.incident_id} on {event.host}",
+        "text": summary,
         "attachments": [
             {
                 "color": COLORS.get(event.kind, "#cccccc"),
@@ -129,14 +151,44 @@ def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, (_RetryableError, requests.ConnectionError, requests.Timeout))
 
 
-class Notifier:
-    """Queues messages and sends them to a Slack incoming webhook from a background thread."""
+class ThreadBook(Protocol):
+    """Where the Slack thread of each incident is kept (the state database)."""
 
-    def __init__(self, config: SlackConfig | None, url: str | None, *, max_delay: float = 120.0) -> None:
+    def slack_thread(self, incident_id: str) -> str | None: ...
+
+    def set_slack_thread(self, incident_id: str, ts: str) -> None: ...
+
+
+@dataclass
+class _Item:
+    target: str  # slack | pagerduty
+    body: dict[str, Any]
+    incident_id: str
+    kind: str
+
+
+class Notifier:
+    """Queues messages and sends them (Slack, PagerDuty) from a background thread."""
+
+    def __init__(
+        self,
+        config: SlackConfig | None,
+        url: str | None,
+        *,
+        token: str | None = None,
+        threads: ThreadBook | None = None,
+        pagerduty: PagerDutyConfig | None = None,
+        routing_key: str | None = None,
+        max_delay: float = 120.0,
+    ) -> None:
         self.config = config
         self._url = url
+        self._token = token
+        self.threads = threads
+        self.pagerduty = pagerduty
+        self._routing_key = routing_key
         self.max_delay = max_delay
-        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(maxsize=200)
+        self._queue: queue.Queue[_Item | None] = queue.Queue(maxsize=200)
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._pending = 0
@@ -144,27 +196,61 @@ class Notifier:
 
     @property
     def enabled(self) -> bool:
-        return self.config is not None and bool(self._url)
+        return self.config is not None and bool(self._url or self._token)
+
+    @property
+    def threaded(self) -> bool:
+        """Slack messages of an incident go to one thread (a bot token)."""
+        return self.config is not None and bool(self._token) and self.threads is not None
 
     def send(self, event: Event) -> None:
-        """Queue a message; returns at once."""
+        """Queue a Slack message; returns at once."""
         if not self.enabled or self.config is None:
             return
+        if event.kind in THREAD_ONLY and not self.threaded:
+            return
         body = render(event, self.config.channel, self.config.username)
+        self._put(_Item("slack", body, event.incident_id, event.kind))
+
+    def page(self, event: Event, summary: str) -> None:
+        """Queue a PagerDuty Events v2 trigger (when a routing key is configured)."""
+        if self.pagerduty is None or not self._routing_key:
+            return
+        body = {
+            "routing_key": self._routing_key,
+            "event_action": "trigger",
+            "dedup_key": f"rollback-agent/{event.host}/{event.incident_id}",
+            "payload": {
+                "summary": summary[:1000],
+                "source": event.host,
+                "severity": self.pagerduty.severity,
+                "component": "rollback-agent",
+                "custom_details": {
+                    "incident_id": event.incident_id,
+                    "alert": event.alert,
+                    "from_sha": event.from_sha,
+                    "to_sha": event.to_sha,
+                    "detail": event.detail,
+                },
+            },
+        }
+        self._put(_Item("pagerduty", body, event.incident_id, event.kind))
+
+    def _put(self, item: _Item) -> None:
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
                 if self._thread is None:  # a worker that exits gives queued messages a few seconds
                     atexit.register(self.flush, 5.0)
-                self._thread = threading.Thread(target=self._loop, name="slack-notifier", daemon=True)
+                self._thread = threading.Thread(target=self._loop, name="notifier", daemon=True)
                 self._thread.start()
             self._pending += 1
         try:
-            self._queue.put_nowait(body)
+            self._queue.put_nowait(item)
         except queue.Full:
             with self._lock:
                 self._pending -= 1
             metrics.NOTIFICATIONS.labels(outcome="dropped").inc()
-            log.error("notification queue full: dropped the %s message of %s", event.kind, event.incident_id)
+            log.error("notification queue full: dropped the %s message of %s", item.kind, item.incident_id)
 
     def flush(self, timeout: float = 30.0) -> bool:
         """Wait until every queued message was sent (or given up); False if time ran out."""
@@ -179,27 +265,55 @@ class Notifier:
 
     def _loop(self) -> None:
         while True:
-            body = self._queue.get()
-            if body is None:
+            item = self._queue.get()
+            if item is None:
                 return
             try:
-                self._deliver(body)
+                self._deliver(item)
             finally:
                 with self._idle:
                     self._pending -= 1
                     self._idle.notify_all()
 
-    def _post(self, body: dict[str, Any]) -> None:
-        assert self.config is not None and self._url
+    def _post(self, item: _Item) -> None:
         import requests
 
-        response = requests.post(self._url, json=body, timeout=self.config.timeout)
-        if response.status_code == 429 or response.status_code >= 500:
-            raise _RetryableError(f"HTTP {response.status_code}")
-        if response.status_code >= 400:
-            raise RuntimeError(f"HTTP {response.status_code} (not retried: check the webhook URL)")
+        if item.target == "pagerduty":
+            assert self.pagerduty is not None
+            response = requests.post(self.pagerduty.api_url, json=item.body, timeout=self.pagerduty.timeout)
+            _raise_for(response.status_code, "check notify.pagerduty.routing_key_file")
+            return
+        assert self.config is not None
+        if not self.threaded:
+            assert self._url
+            response = requests.post(self._url, json=item.body, timeout=self.config.timeout)
+            _raise_for(response.status_code, "check the webhook URL")
+            return
+        assert self.threads is not None
+        body = dict(item.body)
+        thread = self.threads.slack_thread(item.incident_id)
+        if thread:
+            body["thread_ts"] = thread
+        response = requests.post(
+            self.config.api_url,
+            json=body,
+            headers={"Authorization": f"Bearer {self._token}"},
+            timeout=self.config.timeout,
+        )
+        _raise_for(response.status_code, "check notify.slack.bot_token_file")
+        try:
+            answer = response.json()
+        except ValueError:
+            raise RuntimeError("chat.postMessage answered something that is not JSON") from None
+        if not answer.get("ok"):
+            error = str(answer.get("error", "unknown error"))[:100]
+            if error == "ratelimited":
+                raise _RetryableError("Slack API: ratelimited")
+            raise RuntimeError(f"Slack API error: {error}")
+        if not thread and answer.get("ts"):
+            self.threads.set_slack_thread(item.incident_id, str(answer["ts"]))
 
-    def _deliver(self, body: dict[str, Any]) -> None:
+    def _deliver(self, item: _Item) -> None:
         # requests and tenacity are imported here, on the sender thread, off the rollback's path.
         from tenacity import (
             RetryError,
@@ -210,31 +324,38 @@ class Notifier:
             wait_exponential,
         )
 
-        assert self.config is not None
+        attempts = self.config.max_attempts if self.config is not None else 5
         retrying = Retrying(
-            stop=stop_after_attempt(self.config.max_attempts) | stop_after_delay(self.max_delay),
+            stop=stop_after_attempt(attempts) | stop_after_delay(self.max_delay),
             wait=wait_exponential(multiplier=0.5, min=0.5, max=30),
             retry=retry_if_exception(_retryable),
             reraise=False,
         )
-        footer = body["attachments"][0]["footer"]
+        what = ("PagerDuty event" if item.target == "pagerduty" else "Slack notification") + f" ({item.kind})"
         try:
-            retrying(self._post, body)
+            retrying(self._post, item)
         except RetryError as exc:
             last = exc.last_attempt.exception()
             metrics.NOTIFICATIONS.labels(outcome="failed").inc()
             log.error(
-                "Slack notification (%s) not delivered after %d attempts: %s",
-                footer,
+                "%s not delivered after %d attempts: %s",
+                what,
                 exc.last_attempt.attempt_number,
                 _describe(last),
             )
             return
         except Exception as exc:
             metrics.NOTIFICATIONS.labels(outcome="failed").inc()
-            log.error("Slack notification (%s) failed: %s", footer, _describe(exc))
+            log.error("%s failed: %s", what, _describe(exc))
             return
         metrics.NOTIFICATIONS.labels(outcome="sent").inc()
+
+
+def _raise_for(status: int, hint: str) -> None:
+    if status == 429 or status >= 500:
+        raise _RetryableError(f"HTTP {status}")
+    if status >= 400:
+        raise RuntimeError(f"HTTP {status} (not retried: {hint})")
 
 
 def _describe(exc: BaseException | None) -> str:

@@ -6,12 +6,16 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, TypedDict
 
+import git
+
 from rollback_agent.durations import format_duration
 from rollback_agent.gitops import GitError
 from rollback_agent.migrations import MigrationError, release_revision
+from rollback_agent.stuck import stuck_problem
 
 if TYPE_CHECKING:
     from rollback_agent.host import Host
+    from rollback_agent.state import Deploy
 
 
 class Releases(TypedDict):
@@ -38,6 +42,8 @@ class Plan:
     to_subject: str | None = None
     to_revision: str | None = None
     to_revision_source: str | None = None  # ledger | derived | none
+    arrived_by: str | None = None  # deploy | rollback: how the live release got there
+    arrival_incident: str | None = None  # the rollback that put it in place
     units: list[str] = field(default_factory=list)
     guards: list[Guard] = field(default_factory=list)
 
@@ -71,14 +77,30 @@ def _ago(seconds: float) -> str:
     return f"{format_duration(seconds)} ago"
 
 
+def utc(stamp: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(stamp))
+
+
+def freeze_guard(host: Host, now: float, enforced: bool = True) -> Guard:
+    """Frozen (planned maintenance): no automated rollback until the freeze ends."""
+    freeze = host.store.freeze()
+    if freeze is not None and float(freeze["until"]) > now:
+        until = utc(float(freeze["until"]))
+        return Guard("freeze", False, f"frozen until {until}: {freeze['reason']}", enforced)
+    return Guard("freeze", True, "not frozen", enforced)
+
+
 def build_plan(host: Host, *, manual: bool = False, to: str | None = None, now: float | None = None) -> Plan:
-    """Evaluate the guards in order (window, cooldown, daily cap, target, dry run) and pick the target.
+    """Evaluate the guards in order and pick the target.
+
+    Freeze, arrived by deploy (never roll back what a rollback put in place), window, cooldown,
+    daily cap, target (the deploy chain), dry run.
 
     ``manual`` (the CLI's ``rollback``): an operator decided, so the window, cooldown and daily-cap
     guards are reported but not enforced, and ``dry_run`` in the config does not apply.
     """
     with host.git_lock:
-        return _build_plan(host, manual=manual, to=to, now=time.time() if now is None else now)
+        return _build_plan(host, manual=manual, to=to, now=host.now() if now is None else now)
 
 
 def _build_plan(host: Host, *, manual: bool, to: str | None, now: float) -> Plan:
@@ -107,6 +129,27 @@ def _build_plan(host: Host, *, manual: bool, to: str | None, now: float) -> Plan
     if record is not None:
         plan.deployed_at = record.deployed_at
         plan.from_revision = record.revision
+        plan.arrived_by = record.kind
+        plan.arrival_incident = record.incident_id
+
+    # 0. a freeze (planned maintenance), then the loop breaker: only a release that arrived by a
+    # deploy may be rolled back automatically, never one a rollback put in place.
+    plan.guards.append(freeze_guard(host, now, enforced=not manual))
+    stuck = stuck_problem(host)  # a rollback could not restore this host: a person first
+    plan.guards.append(Guard("stuck", stuck is None, stuck or "consistent", enforced=not manual))
+    if record is not None and record.kind != "deploy":
+        plan.guards.append(
+            Guard(
+                "arrived_by_deploy",
+                False,
+                f"release {current[:10]} was put in place by the rollback {record.incident_id or '?'} "
+                f"{_ago(now - float(record.deployed_at or now))}: the agent never rolls back a rollback; "
+                "a person decides (rollback-agent rollback)",
+                enforced=not manual,
+            )
+        )
+    else:
+        plan.guards.append(Guard("arrived_by_deploy", True, "arrived by a deploy", enforced=not manual))
 
     # 1. rollback window: a release that has been live for long is probably not the cause.
     window = guards_cfg.rollback_window
@@ -167,8 +210,9 @@ def _build_plan(host: Host, *, manual: bool, to: str | None, now: float) -> Plan
         )
     )
 
-    # 4. a target: the most recent earlier release whose deploy was healthy (or the one asked for).
-    plan.guards.append(_choose_target(host, plan, current, to))
+    # 4. a target: the release live before the current one arrived (the deploy chain), or the one
+    # asked for.
+    plan.guards.append(_choose_target(host, plan, current, to, record))
 
     # 5. dry run.
     if not manual:
@@ -184,7 +228,46 @@ def _build_plan(host: Host, *, manual: bool, to: str | None, now: float) -> Plan
     return plan
 
 
-def _choose_target(host: Host, plan: Plan, current: str, to: str | None) -> Guard:
+def _chain_target(host: Host, current: str, arrival: Deploy | None) -> tuple[str | None, str]:
+    """The release live before ``current`` arrived, going back, skipping bad ones; (None, why) if none.
+
+    Never a descendant of ``current`` (that would be a roll *forward*) and never a sha that was not
+    deployed healthy on this host.
+    """
+    store = host.store
+    bad = store.bad_shas()
+    healthy = {d.sha for d in store.healthy_releases()}
+    seen = {current}
+    skipped: list[str] = []
+    for row in store.live_history():
+        if arrival is not None and row.id >= arrival.id:
+            continue
+        sha = row.sha
+        if sha in seen:
+            continue
+        seen.add(sha)
+        if sha in bad:
+            skipped.append(f"{sha[:10]} is marked bad")
+        elif sha not in healthy:
+            skipped.append(f"{sha[:10]} was never deployed healthy here")
+        elif _descends(host, current, sha):
+            skipped.append(f"{sha[:10]} is newer than {current[:10]} (a descendant)")
+        else:
+            why = f"{sha[:10]} (live before {current[:10]} arrived"
+            return sha, why + (f"; skipped {', '.join(skipped)})" if skipped else ")")
+    detail = "no earlier good release to go back to: no earlier healthy release in the deploy chain"
+    return None, detail + (f" (skipped {', '.join(skipped)})" if skipped else "")
+
+
+def _descends(host: Host, current: str, sha: str) -> bool:
+    """``sha`` is a descendant of ``current`` (or cannot be told: then it is not a safe target)."""
+    try:
+        return bool(host.deployment.repo.is_ancestor(current, sha))
+    except (git.GitCommandError, ValueError, GitError):
+        return True
+
+
+def _choose_target(host: Host, plan: Plan, current: str, to: str | None, arrival: Deploy | None) -> Guard:
     store = host.store
     if to is not None:
         try:
@@ -195,18 +278,10 @@ def _choose_target(host: Host, plan: Plan, current: str, to: str | None) -> Guar
             return Guard("target_release", False, f"{to} is the deployed release already")
         source = f"{target[:10]} (asked for)"
     else:
-        bad = store.bad_shas()
-        found: str | None = None
-        for candidate in store.healthy_releases():
-            if candidate.sha != current and candidate.sha not in bad:
-                found = candidate.sha
-                break
+        found, source = _chain_target(host, current, arrival)
         if found is None:
-            return Guard(
-                "target_release", False, "no earlier healthy release in the deploy ledger to go back to"
-            )
+            return Guard("target_release", False, source)
         target = found
-        source = f"{target[:10]} (the most recent earlier healthy release)"
     plan.to_sha = target
     info = host.deployment.commit_info(target)
     if info is None:

@@ -10,11 +10,14 @@ from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 
-from rollback_agent import __version__
+from rollback_agent import __version__, verification
 from rollback_agent.gitops import GitError
 from rollback_agent.host import Host
+from rollback_agent.observe import observe
+from rollback_agent.planner import utc
 from rollback_agent.recovery import recover
 from rollback_agent.state import Incident
+from rollback_agent.stuck import stuck
 
 # The keys of an incident in the status and the history, in order.
 HISTORY_KEYS = (
@@ -69,7 +72,9 @@ def current_release(host: Host) -> dict[str, Any]:
 def status(host: Host, history: int = 10) -> dict[str, Any]:
     """``GET .../status`` and ``rollback-agent status``."""
     recover(host)
+    verification.check(host)
     config = host.config
+    busy = host.in_progress()
     return {
         "agent": {"version": __version__, "host": config.host, "mode": config.mode, "pid": os.getpid()},
         "monitored_triggers": {
@@ -78,7 +83,11 @@ def status(host: Host, history: int = 10) -> dict[str, Any]:
         "scope": config.scope.model_dump(),
         "guards": config.guards.model_dump(),
         "deployment": current_release(host),
-        "in_progress": host.in_progress(),
+        "in_progress": busy,
+        # Read now, not remembered: ref, HEAD, database revision and units; stuck incidents.
+        "observed": observe(host, timeout=30.0, database=busy is None).as_dict(),
+        "stuck": stuck(host),
+        "freeze": freeze(host),
         "history": incident_history(host, history),
         "recent_webhooks": [_webhook_item(w) for w in host.store.recent_webhooks(limit=history)],
     }
@@ -93,15 +102,31 @@ def history(host: Host, limit: int = 50) -> dict[str, Any]:
     }
 
 
+def freeze(host: Host) -> dict[str, Any] | None:
+    """The freeze in force now (planned maintenance), or None."""
+    found = host.store.freeze()
+    if found is None or float(found["until"]) <= host.now():
+        return None
+    return {**found, "until_utc": utc(float(found["until"]))}
+
+
 def incident_history(host: Host, limit: int) -> list[dict[str, Any]]:
-    return [history_item(i) for i in host.store.incidents(limit=limit)]
+    return [history_item(host, i) for i in host.store.incidents(limit=limit)]
 
 
-def history_item(inc: Incident) -> dict[str, Any]:
+def history_item(host: Host, inc: Incident) -> dict[str, Any]:
     data = inc.as_dict()
     item = {k: data[k] for k in HISTORY_KEYS}
     item["incident_id"] = item.pop("id")
+    item["verification"], item["attached"] = verification.view(host, inc.id)
     return item
+
+
+def incident_detail(host: Host, inc: Incident) -> dict[str, Any]:
+    """``GET .../incidents/<id>``: the incident, its phases, verification and attached alerts."""
+    data = inc.as_dict()
+    data["verification"], data["attached"] = verification.view(host, inc.id)
+    return data
 
 
 def incident_summary(inc: Incident) -> dict[str, Any]:

@@ -1,6 +1,8 @@
 """WSGI entry point: ``gunicorn -c python:rollback_agent.gunicorn_conf rollback_agent.wsgi:app``.
 
 The configuration file comes from $ROLLBACK_AGENT_CONFIG (default /etc/rollback-agent/config.yml).
+Each worker that imports it runs a ``Ticker`` (corroboration re-checks, verification deadlines);
+``ROLLBACK_AGENT_TICKER=0`` switches it off.
 """
 
 from __future__ import annotations
@@ -9,9 +11,12 @@ import os
 
 from rollback_agent.config import load_config
 from rollback_agent.logs import configure_logging
-from rollback_agent.web import create_app
+from rollback_agent.ticker import Ticker
+from rollback_agent.web import create_app, host_of
 
 os.umask(0o027)
 _config = load_config()
 configure_logging(_config.log_level)
 app = create_app(_config)
+if os.environ.get("ROLLBACK_AGENT_TICKER", "1") != "0":
+    ticker = Ticker(host_of(app)).start()

@@ -1,4 +1,4 @@
-"""GET /api/admin/rollback/status, /history, /incidents/<id> and POST /api/admin/rollback/test."""
+"""GET /api/admin/rollback/status, /history, /incidents/<id>; POST .../test; POST and DELETE .../freeze."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from rollback_agent import report
 from rollback_agent.decisions import simulate
+from rollback_agent.freeze import FreezeError, freeze, unfreeze
 from rollback_agent.web import host_of, require_auth
 from rollback_agent.web.errors import error_response
 
@@ -41,10 +42,11 @@ def history() -> Any:
 
 @bp.get("/incidents/<incident_id>")
 def incident(incident_id: str) -> Any:
-    found = host_of(current_app).store.incident(incident_id) if len(incident_id) <= 64 else None
+    host = host_of(current_app)
+    found = host.store.incident(incident_id) if len(incident_id) <= 64 else None
     if found is None:
         return error_response(404, f"no incident {incident_id[:64]!r}")
-    return jsonify(found.as_dict())
+    return jsonify(report.incident_detail(host, found))
 
 
 @bp.post("/test")
@@ -72,3 +74,22 @@ def test() -> Any:
     if status not in ("firing", "resolved"):
         return error_response(400, 'status must be "firing" (the default) or "resolved"')
     return jsonify(simulate(host_of(current_app), name.strip(), labels, status).as_dict())
+
+
+@bp.post("/freeze")
+def freeze_now() -> Any:
+    body: Any = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        return error_response(
+            400, 'the body must be a JSON object such as {"for": "2h", "reason": "db upgrade"}'
+        )
+    try:
+        data = freeze(host_of(current_app), body.get("for"), body.get("reason"))
+    except FreezeError as exc:
+        return error_response(400, str(exc))
+    return jsonify({"freeze": data})
+
+
+@bp.delete("/freeze")
+def unfreeze_now() -> Any:
+    return jsonify({"freeze": None, "was_frozen": unfreeze(host_of(current_app))})
