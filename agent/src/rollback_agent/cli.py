@@ -460,6 +460,9 @@ def build_parser() -> argparse.ArgumentParser:
     from rollback_agent.backup import add_commands as add_backup_commands
 
     add_backup_commands(sub, common)  # backup --to FILE, restore --from FILE
+    from rollback_agent.stuck import add_commands as add_stuck_commands
+
+    add_stuck_commands(sub, common)  # resolve INC-... --note TEXT
     return parser
 
 

@@ -1,8 +1,11 @@
 """``rollback-agent deploy REF``: how releases get onto a host, recorded in the ledger.
 
-Check the release out, ``alembic upgrade head``, restart the units, check health, move the
-deployment ref, record (sha, ref, revision, time, outcome). A failure before the restart puts
-the previous code back; nothing is left half done.
+Preflight (git lock files, local changes, free space in ``state_dir``, the database's revision read
+with ``alembic current``), check the release out, ``alembic upgrade head``, restart the units, check
+health, move the deployment ref, record (sha, ref, revision, time, outcome). A failure before the
+restart is undone: the schema is downgraded back to the revision the deploy started from (with the
+new release's scripts, which know the new revisions), then the previous code is checked out again;
+the ledger entry says so. Nothing is left half done.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from rollback_agent import metrics
+from rollback_agent import metrics, preflight
 from rollback_agent.gitops import GitError
 from rollback_agent.host import Host
 from rollback_agent.locking import LockBusyError
@@ -126,18 +129,23 @@ class Deployer:
             )
             return
         t = time.monotonic()
-        dirty = deployment.dirty_files()
-        if dirty:
+        problems = preflight.change_problems(host)
+        start_revision: str | None = None
+        if not problems and host.migrations is not None:
+            try:
+                start_revision = host.migrations.current(deadline.cap(120.0))
+            except MigrationError as exc:
+                problems.append(f"the database's revision cannot be read: {exc}")
+        if problems:
             out.result, out.failed_step = "failed", "preflight"
-            out.error = (
-                "the working tree has local changes (" + ", ".join(dirty[:5]) + "); commit or discard them"
-            )
+            out.error = "; ".join(problems) + "; nothing was changed"
             self._step(out, "preflight", False, out.error, t)
             return
         previous_head = deployment.head_sha()
         ledger = store.start_deploy(kind="deploy", sha=sha, ref=ref, previous_sha=current)
         revision: str | None = None
         downgraded_from: str | None = None
+        before_upgrade = start_revision  # where the schema goes back to if the upgrade fails
         try:
             if host.migrations is not None and current is not None and previous_head == current:
                 # An older release: its tree lacks the newer downgrade scripts, so step the schema
@@ -153,6 +161,7 @@ class Deployer:
                             f"alembic downgrade {target_rev} failed: {result.excerpt()}",
                             timed_out=result.timed_out,
                         )
+                    before_upgrade = target_rev
                     self._step(out, "downgrade", True, f"alembic downgrade {target_rev} (older release)", t)
             t = time.monotonic()
             deployment.checkout(sha, deadline.remaining())
@@ -169,18 +178,29 @@ class Deployer:
                     )
                 revision = self._revision_after_upgrade(sha, deadline)
                 self._step(out, "migrate", True, f"alembic upgrade head -> {revision}", t)
-        except (GitError, StepError, MigrationError) as exc:
-            step = (
-                exc.step
-                if isinstance(exc, StepError)
-                else ("checkout" if isinstance(exc, GitError) else "migrate")
-            )
-            message = host.redact(exc.message if isinstance(exc, StepError) else str(exc))
+        except Exception as exc:  # a step, or anything unexpected: undo what was done
+            if isinstance(exc, StepError):
+                step, message = exc.step, exc.message
+            elif isinstance(exc, GitError):
+                step, message = "checkout", str(exc)
+            elif isinstance(exc, MigrationError):
+                step, message = "migrate", str(exc)
+            else:
+                log.exception("deploy %s: unexpected error", ref)
+                step, message = "deploy", f"{type(exc).__name__}: {exc}"
+            message = host.redact(message)
             self._step(out, step, False, message, t)
+            undone = self._downgrade_back(out, before_upgrade) if out.changed else []
             self._restore_code(out, previous_head)
             self._restore_schema(out, downgraded_from)
+            if downgraded_from is not None:
+                undone.append(f"schema upgraded back to {downgraded_from}")
             store.finish_deploy(
-                ledger, outcome="failed", revision=None, deployed=False, detail=f"{step}: {message}"
+                ledger,
+                outcome="failed",
+                revision=None,
+                deployed=False,
+                detail=f"{step}: {message}" + "".join(f"; {u}" for u in undone),
             )
             out.result, out.failed_step, out.error = "failed", step, message
             return
@@ -261,6 +281,26 @@ class Deployer:
             else f"alembic upgrade {revision} FAILED: {result.excerpt()}",
             t,
         )
+
+    def _downgrade_back(self, out: DeployResult, revision: str | None) -> list[str]:
+        """After a failed upgrade, with the new release's scripts still checked out: back to ``revision``."""
+        migrations = self.host.migrations
+        if migrations is None or revision is None:
+            return []
+        t = time.monotonic()
+        try:
+            now = migrations.current(120.0)
+        except MigrationError as exc:
+            self._step(out, "restore", False, f"cannot read the database's revision: {exc}", t)
+            return [f"schema NOT restored: revision unreadable ({exc})"]
+        if now == revision:
+            return []  # the failed migration rolled back its own transaction: nothing to undo
+        result = migrations.downgrade(revision, 300.0)
+        if result.ok:
+            self._step(out, "restore", True, f"alembic downgrade {revision} (from {now})", t)
+            return [f"schema downgraded back to {revision} (from {now})"]
+        self._step(out, "restore", False, f"alembic downgrade {revision} FAILED: {result.excerpt()}", t)
+        return [f"schema NOT restored: alembic downgrade {revision} failed, database at {now}"]
 
     def _restore_code(self, out: DeployResult, previous_head: str | None) -> None:
         if not out.changed or previous_head is None:

@@ -29,7 +29,11 @@ def _short_error(exc: Exception) -> str:
     if isinstance(exc, git.GitCommandError):
         text = (exc.stderr or exc.stdout or str(exc)).strip()
         text = text.removeprefix("stderr:").strip().strip("'").strip()
-        return text.splitlines()[-1] if text else f"git exited with {exc.status}"
+        lines = text.splitlines()
+        # "Unable to create '.../deployed.lock': File exists." names the file; the last line does not.
+        named = [line.strip() for line in lines if ".lock'" in line]
+        last = lines[-1] if lines else f"git exited with {exc.status}"
+        return f"{named[0]} {last}" if named and named[0] != last else last
     return str(exc)
 
 

@@ -42,6 +42,7 @@ class Plan:
     to_subject: str | None = None
     to_revision: str | None = None
     to_revision_source: str | None = None  # ledger | derived | none
+    live_since: float | None = None  # when the deploy (or rollback) that put it live began
     arrived_by: str | None = None  # deploy | rollback: how the live release got there
     arrival_incident: str | None = None  # the rollback that put it in place
     units: list[str] = field(default_factory=list)
@@ -129,6 +130,7 @@ def _build_plan(host: Host, *, manual: bool, to: str | None, now: float) -> Plan
     if record is not None:
         plan.deployed_at = record.deployed_at
         plan.from_revision = record.revision
+        plan.live_since = record.started_at
         plan.arrived_by = record.kind
         plan.arrival_incident = record.incident_id
 

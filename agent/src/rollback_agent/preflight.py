@@ -1,4 +1,5 @@
-"""``check-config``'s host checks: everything the agent needs on this host, changing nothing.
+"""Checks that change nothing: ``check-config``'s host checks, and the preflight of a rollback or a
+deploy (git lock files, local changes, free space in ``state_dir``, revisions known to the scripts).
 
 The names (``state_dir``, ``deployment.repo``, ``deployment.ref``, ``working_tree``,
 ``migrations.command``, ``migrations.environment_file``, ``services.restart_command``,
@@ -14,6 +15,7 @@ from typing import Any
 
 from rollback_agent.gitops import GitError
 from rollback_agent.host import Host
+from rollback_agent.migrations import BASE, MigrationError, release_graph
 
 
 def checks(host: Host) -> list[dict[str, Any]]:
@@ -68,3 +70,79 @@ def _executable(command: str) -> bool:
     if "/" in command:
         return os.access(command, os.X_OK) and Path(command).is_file()
     return shutil.which(command) is not None
+
+
+# --- before a rollback or a deploy changes anything ---------------------------------------------------
+# Room the state disk needs to record an operation (phases, ledger, result) whatever happens.
+MIN_FREE_BYTES = 8 * 1024 * 1024
+# Files git leaves behind when it dies mid-write; checkout and update-ref stop on them.
+GIT_LOCK_FILES = ("index.lock", "HEAD.lock", "packed-refs.lock")
+
+
+def git_lock_files(host: Host) -> list[Path]:
+    """Lock files that would make the checkout or the ref update fail (they exist now)."""
+    git_dir = Path(host.deployment.repo.git_dir)
+    names = [f"{host.config.deployment.ref}.lock", *GIT_LOCK_FILES]
+    return [git_dir / name for name in names if (git_dir / name).exists()]
+
+
+def state_space_problem(host: Host) -> str | None:
+    state_dir = host.config.state_dir
+    try:
+        free = shutil.disk_usage(state_dir).free
+    except OSError as exc:
+        return f"state_dir {state_dir}: cannot tell the free space ({exc.strerror or exc})"
+    if free < MIN_FREE_BYTES:
+        return (
+            f"state_dir {state_dir} has {free // 1024} KiB free, at least {MIN_FREE_BYTES // 1024} KiB "
+            "are needed to record the operation"
+        )
+    return None
+
+
+def change_problems(host: Host) -> list[str]:
+    """What blocks changing this host now: git lock files, local changes, a full state disk."""
+    problems = [
+        f"git lock file {path} exists (a git process died or runs): remove it once no git runs"
+        for path in git_lock_files(host)
+    ]
+    dirty = host.deployment.dirty_files()
+    if dirty:
+        problems.append(
+            "the working tree has local changes (" + ", ".join(dirty[:5]) + "): commit or discard them"
+        )
+    space = state_space_problem(host)
+    if space:
+        problems.append(space)
+    return problems
+
+
+def revision_problems(
+    host: Host, live_sha: str, database_revision: str, target_sha: str | None, target_revision: str | None
+) -> list[str]:
+    """The database and the target revision must be known to the scripts of both releases involved.
+
+    The live release's scripts downgrade (and upgrade back on a failure); the target's run next.
+    """
+    assert host.config.migrations is not None
+    config_file = host.config.migrations.config_file()
+    problems: list[str] = []
+    graphs: dict[str, dict[str, tuple[str, ...]]] = {}
+    for sha in dict.fromkeys(s for s in (live_sha, target_sha) if s):
+        try:
+            graphs[sha] = release_graph(host.deployment, sha, config_file)
+        except (MigrationError, GitError) as exc:
+            problems.append(f"cannot read the migration scripts of {sha[:10]}: {exc}")
+    live = graphs.get(live_sha)
+    if live is not None and database_revision != BASE and database_revision not in live:
+        problems.append(
+            f"the database is at revision {database_revision}, which is not in the migration scripts "
+            f"of the live release {live_sha[:10]}"
+        )
+    if target_sha and target_revision and target_revision != BASE:
+        for sha, graph in graphs.items():
+            if target_revision not in graph:
+                problems.append(
+                    f"the target revision {target_revision} is not in the migration scripts of {sha[:10]}"
+                )
+    return problems

@@ -1,16 +1,26 @@
-"""The rollback itself: initiated -> database -> application -> verify -> done.
+"""The rollback itself, a transaction: initiated -> database -> application -> verify -> done.
 
 The one way a rollback runs: ``spawn`` starts the rollback process (``rollback_agent.runner``) for
 a webhook's incident, and that process and the CLI's ``rollback`` both call ``execute``.
 
+* initiated (0%): the preflight changes nothing: git lock files, local changes, free space in
+  ``state_dir``, the database's revision (read with ``alembic current``) and the target revision
+  known to the migration scripts of both releases. A failure names what blocks.
 * database (40%): ``alembic downgrade <target revision>`` from the *current* tree, which holds the
-  downgrade scripts. If it fails the code is not switched.
+  downgrade scripts.
 * application (60%): check the target sha out, move the deployment ref (push it to the remote when
-  one is set), restart the units. If the checkout fails after a downgrade, the schema is upgraded
-  back so the running code keeps its schema.
+  one is set), restart the units.
 * verify (80%): the units are active and the health URL answers.
 
-The whole run is bounded by ``guards.timeout``: the command running when time is up is stopped.
+Any failure after the first change (a step, a signal, an unexpected exception such as a full state
+disk) is compensated before the result is recorded: the live release's code is checked out again,
+the ref moved back, the schema upgraded back to the revision read in the preflight, and the units
+restarted if any was. The result says ``restored``; if the restore itself fails the host is
+``stuck`` (``consistent: false``): a page goes out and no automatic rollback runs until a person
+runs ``rollback-agent resolve``. Every failure message ends with the host as read at that moment.
+A failure in verify leaves the target release consistently in place (code, ref, schema): no restore.
+
+The whole run is bounded by ``guards.timeout``, and the restore by as long again.
 """
 
 from __future__ import annotations
@@ -18,25 +28,31 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable
 from types import FrameType
+from typing import Any
 
-from rollback_agent import metrics, procs
+from rollback_agent import metrics, preflight, procs
 from rollback_agent.durations import format_duration
 from rollback_agent.gitops import GitError
 from rollback_agent.host import Host
 from rollback_agent.locking import OperationLock
 from rollback_agent.migrations import MigrationError, release_revision
 from rollback_agent.notify import short
+from rollback_agent.observe import Observed, database_revision, observe
 from rollback_agent.state import FAILED, INTERRUPTED, SUCCESS, TIMED_OUT, Incident
 from rollback_agent.steps import Deadline, StepError
 from rollback_agent.units import restart_units, verify
 
 log = logging.getLogger(__name__)
+
+# How long a result that cannot be written (full state disk) is retried before giving up.
+RECORD_PATIENCE = 300.0
 
 PHASES = (("initiated", 0), ("database", 40), ("application", 60), ("verify", 80), ("done", 100))
 PROGRESS = dict(PHASES)
@@ -66,6 +82,11 @@ class RollbackRun:
         self.phase = "initiated"
         self.downgraded = False
         self.code_switched = False
+        self.ref_moved = False
+        self.restarted = False  # a restart command ran (whatever it answered)
+        self.switched = False  # code, ref and units all at the target: verify is what is left
+        self.live_revision: str | None = None  # the database's revision, read in the preflight
+        self.outcome: dict[str, Any] = {}  # restored / consistent / stuck / observed, into detail
         self.ledger_id: int | None = None
         self.stop_reason: str | None = None
         self.handlers_installed = False
@@ -106,6 +127,13 @@ class RollbackRun:
             self.store.add_phase_detail(self.phase_id, text)
         self._say(f"      {text}")
 
+    def _note(self, text: str) -> None:
+        """``_detail`` for the restore: a state disk that cannot be written must not stop it."""
+        try:
+            self._detail(text)
+        except (sqlite3.Error, OSError) as exc:
+            log.error("%s: %s (not recorded: %s)", self.incident_id, text, exc)
+
     def _check_time(self, step: str) -> None:
         if self.deadline.expired():
             raise StepError(
@@ -124,6 +152,7 @@ class RollbackRun:
             self._database(target_revision)
             self._enter("application")
             self._application(target_revision)
+            self.switched = True
             self._enter("verify")
             checks = verify(self.config, self.deadline)
             self._detail("checks: " + ", ".join(f"{k} {v}" for k, v in checks.items()))
@@ -138,11 +167,95 @@ class RollbackRun:
         except Exception as exc:
             log.exception("%s: unexpected error", self.incident_id)
             result, failed_step, error = FAILED, self.phase, self.host.redact(f"{type(exc).__name__}: {exc}")
-        if self.handlers_installed:  # the result gets recorded whatever arrives now
+        if self.handlers_installed:  # the restore runs and the result gets recorded whatever arrives now
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
             signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if result != SUCCESS:
+            error = self._settle(error or "")
         self._finish(result, failed_step, error)
         return result
+
+    # --- after a failure: compensate, then read the host --------------------------------------------
+    def _changed(self) -> bool:
+        return self.downgraded or self.code_switched or self.ref_moved or self.restarted
+
+    def _settle(self, error: str) -> str:
+        """Restore what changed (unless the switch was complete), read the host; the full message."""
+        restored: bool | None = None
+        if self._changed() and not self.switched:
+            restored = self._compensate()
+        seen = self._observe()
+        if restored is None:
+            consistent = not self._changed() or self.switched
+            what = "nothing was changed" if not self._changed() else "the target release is in place"
+        else:
+            consistent = restored and self._matches_live(seen)
+            what = (
+                f"restored to {short(self.incident.from_sha)}"
+                if consistent
+                else f"the restore to {short(self.incident.from_sha)} FAILED: the host is inconsistent"
+            )
+        self.outcome = {
+            "restored": bool(restored) and consistent,
+            "consistent": consistent,
+            "stuck": not consistent,
+            "observed": seen.as_dict(),
+        }
+        return self.host.redact(f"{error}; {what}; now: {seen.describe()}")
+
+    def _observe(self) -> Observed:
+        try:
+            return observe(self.host, timeout=60.0)
+        except Exception as exc:  # the message must go out whatever happens
+            log.exception("%s: reading the host failed", self.incident_id)
+            return Observed(problems=[f"the host could not be read ({type(exc).__name__}: {exc})"])
+
+    def _matches_live(self, seen: Observed) -> bool:
+        live = self.incident.from_sha
+        if seen.ref_sha != live or seen.head_sha != live:
+            return False
+        if self.host.migrations is not None and seen.database_revision != self.live_revision:
+            return False
+        return not self.restarted or all(state == "active" for state in seen.units.values())
+
+    def _compensate(self) -> bool:
+        """Put the live release back: code, ref, schema, units. True when every step worked."""
+        deadline = Deadline.after(self.config.guards.timeout)
+        live = str(self.incident.from_sha)
+        ok = True
+        self._note(f"restoring {short(live)}")
+        if self.code_switched:
+            try:
+                self.host.deployment.checkout(live, deadline.cap(120.0))
+                self._note(f"restore: checked out {short(live)} again")
+            except GitError as exc:
+                ok = False
+                self._note(f"restore: FAILED to check {short(live)} out again: {exc}")
+        if self.ref_moved:
+            try:
+                self.host.deployment.move_ref(
+                    live, self.incident.to_sha, f"rollback-agent: {self.incident_id} restore"
+                )
+                self._note(f"restore: {self.config.deployment.ref} -> {short(live)}")
+            except GitError as exc:
+                ok = False
+                self._note(f"restore: FAILED to move {self.config.deployment.ref} back: {exc}")
+        if self.downgraded and self.host.migrations is not None:
+            target = self.live_revision or "head"
+            result = self.host.migrations.run(["upgrade", target], timeout=max(1.0, deadline.remaining()))
+            if result.ok:
+                self._note(f"restore: schema upgraded back to {target}")
+            else:
+                ok = False
+                self._note(f"restore: upgrading the schema back to {target} FAILED: {result.excerpt()}")
+        if self.restarted:
+            try:
+                done = restart_units(self.config, deadline, step="restore")
+                self._note("restore: restarted " + ", ".join(done))
+            except StepError as exc:
+                ok = False
+                self._note(f"restore: {exc.message}")
+        return ok
 
     def _prepare(self) -> str | None:
         inc = self.incident
@@ -157,16 +270,11 @@ class RollbackRun:
                 f"{self.config.deployment.ref} moved to {short(current)} since the decision "
                 f"(expected {short(from_sha)}): nothing done",
             )
-        dirty = deployment.dirty_files()
-        if dirty:
-            raise StepError(
-                "initiated",
-                "the working tree has local changes ("
-                + ", ".join(dirty[:5])
-                + "): nothing done; commit or discard them",
-            )
         if deployment.commit_info(to_sha) is None:
             raise StepError("initiated", f"target {short(to_sha)} is not in {self.config.deployment.repo}")
+        problems = preflight.change_problems(self.host)
+        if problems:
+            raise StepError("initiated", "preflight: " + "; ".join(problems))
         target_revision = inc.to_revision
         if self.host.migrations is not None and not target_revision:
             assert self.config.migrations is not None
@@ -178,6 +286,22 @@ class RollbackRun:
                 ) from None
             self.store.update_incident(self.incident_id, to_revision=target_revision)
             self._detail(f"target revision {target_revision} (derived from the release's migration scripts)")
+        if self.host.migrations is not None:
+            self._check_time("initiated")
+            try:
+                self.live_revision = database_revision(self.host, self.deadline.cap(120.0))
+            except MigrationError as exc:
+                raise StepError(
+                    "initiated",
+                    f"preflight: the database's revision cannot be read with the scripts of "
+                    f"{short(from_sha)}: {exc}",
+                ) from None
+            problems = preflight.revision_problems(
+                self.host, from_sha, self.live_revision, to_sha, target_revision
+            )
+            if problems:
+                raise StepError("initiated", "preflight: " + "; ".join(problems))
+            self._detail(f"preflight ok: database at {self.live_revision}")
         return target_revision
 
     def _database(self, target_revision: str | None) -> None:
@@ -191,6 +315,7 @@ class RollbackRun:
             self._detail(f"both releases run on revision {target_revision}: nothing to downgrade")
             return
         self._check_time("database")
+        self.downgraded = True  # from here the schema may have moved, even if the command fails
         try:
             result = migrations.downgrade(target_revision, self.deadline.remaining())
         except MigrationError as exc:
@@ -201,7 +326,6 @@ class RollbackRun:
                 f"alembic downgrade {target_revision} failed: {result.excerpt()}",
                 timed_out=result.timed_out,
             )
-        self.downgraded = True
         self._detail(f"alembic downgrade {target_revision}: ok ({result.duration:.2f}s)")
 
     def _application(self, target_revision: str | None) -> None:
@@ -212,7 +336,6 @@ class RollbackRun:
         try:
             deployment.checkout(to_sha, self.deadline.remaining())
         except GitError as exc:
-            self._restore_schema()
             raise StepError("application", str(exc), timed_out=self.deadline.expired()) from None
         self.code_switched = True
         self._detail(f"checked out {short(to_sha)}")
@@ -227,6 +350,7 @@ class RollbackRun:
             deployment.move_ref(to_sha, from_sha, f"rollback-agent: {self.incident_id} rollback")
         except GitError as exc:
             raise StepError("application", str(exc)) from None
+        self.ref_moved = True
         self._detail(f"{self.config.deployment.ref} -> {short(to_sha)}")
         if deployment.remote:
             try:
@@ -236,39 +360,47 @@ class RollbackRun:
                 # The host is rolled back either way; a stale remote ref is reported, not fatal.
                 self._detail(f"WARNING: {self.host.redact(str(exc))}")
                 self.warnings.append(str(exc))
+        self.restarted = True
         done = restart_units(self.config, self.deadline)
         self._detail("restarted " + ", ".join(done))
 
-    def _restore_schema(self) -> None:
-        """After a downgrade, if the code could not be switched, put the schema back for the old code."""
-        migrations = self.host.migrations
-        from_revision = self.incident.from_revision
-        if not self.downgraded or migrations is None:
-            return
-        target = from_revision or "head"
-        result = migrations.run(["upgrade", target], timeout=max(60.0, self.deadline.remaining()))
-        if result.ok:
-            self._detail(f"code not switched: schema upgraded back to {target}")
-        else:
-            self._detail(
-                f"code not switched and upgrading the schema back to {target} FAILED: {result.excerpt()}"
-            )
-
     def _finish(self, result: str, failed_step: str | None, error: str | None) -> None:
         duration = time.time() - self.started
+        metrics.ROLLBACKS.labels(result=result).inc()
+        metrics.ROLLBACK_DURATION.observe(duration)
+        self._say(
+            f"result: {result} after {format_duration(duration)}"
+            + (f" ({failed_step}: {error})" if error else "")
+        )
+        try:
+            self._record(result, failed_step, error)
+        except (sqlite3.Error, OSError) as exc:
+            # A full state disk: say what happened first (Slack needs no disk), then keep trying.
+            log.error("%s: cannot record the result yet (%s); retrying", self.incident_id, exc)
+            self._notify_result(result, duration, failed_step, error)
+            self._record_patiently(result, failed_step, error)
+            return
+        self._notify_result(result, duration, failed_step, error)
+
+    def _record(self, result: str, failed_step: str | None, error: str | None) -> None:
+        """Write the result (each write can be repeated: retried as a whole on a full disk)."""
         if self.phase_id is not None:
             self.store.end_phase(self.phase_id, SUCCESS if result == SUCCESS else result, error or "")
             self.phase_id = None
+        if self.outcome:
+            self.store.merge_detail(self.incident_id, **self.outcome)
         if self.ledger_id is not None:
             outcome = "healthy" if result == SUCCESS else "unhealthy"
-            now = self.store.incident(self.incident_id) or self.incident
+            # The target went live only if the switch completed (or could not be undone).
+            live = self.switched or (self.code_switched and not self.outcome.get("restored"))
             self.store.finish_deploy(
                 self.ledger_id,
-                outcome=outcome,
-                revision=now.to_revision,
-                deployed=self.code_switched,
-                detail=f"{self.incident_id}: {result}",
+                outcome=outcome if live else "failed",
+                revision=self.incident.to_revision,
+                deployed=live,
+                detail=f"{self.incident_id}: {result}" + ("" if live else " (restored)"),
             )
+            self.ledger_id = None
         self.store.finish_incident(
             self.incident_id,
             result,
@@ -276,18 +408,30 @@ class RollbackRun:
             failed_step=failed_step,
             error=error,
         )
-        metrics.ROLLBACKS.labels(result=result).inc()
-        metrics.ROLLBACK_DURATION.observe(duration)
-        self._say(
-            f"result: {result} after {format_duration(duration)}"
-            + (f" ({failed_step}: {error})" if error else "")
-        )
-        self._notify_result(result, duration, failed_step, error)
+
+    def _record_patiently(self, result: str, failed_step: str | None, error: str | None) -> None:
+        until = time.monotonic() + RECORD_PATIENCE
+        while True:
+            time.sleep(1.0)
+            try:
+                self._record(result, failed_step, error)
+                log.info("%s: result recorded", self.incident_id)
+                return
+            except (sqlite3.Error, OSError) as exc:
+                if time.monotonic() >= until:
+                    log.error("%s: the result could not be recorded (%s): %s", self.incident_id, exc, error)
+                    return
+
+    def _current(self) -> Incident:
+        try:
+            return self.store.incident(self.incident_id) or self.incident
+        except (sqlite3.Error, OSError):
+            return self.incident
 
     def _notify_result(
         self, result: str, duration: float, failed_step: str | None, error: str | None
     ) -> None:
-        inc = self.store.incident(self.incident_id) or self.incident
+        inc = self._current()
         repo = self.config.deployment.repo
         if result == SUCCESS:
             follow_up = [
@@ -302,14 +446,22 @@ class RollbackRun:
             )
             return
         kind = {TIMED_OUT: "timed_out", INTERRUPTED: "interrupted"}.get(result, "failure")
-        follow_up = ["`rollback-agent status` shows each phase and its output"]
-        if failed_step in ("initiated", "database") and not self.code_switched:
-            follow_up.append(f"The code was not switched; the host still runs {short(inc.from_sha)}")
-        else:
+        follow_up = ["`rollback-agent status` shows each phase and its output, and the host as it is now"]
+        stuck = bool(self.outcome.get("stuck"))
+        if stuck:
+            follow_up.append(
+                "The host is STUCK (code, ref and schema out of step): no automatic rollback runs until "
+                f"a person repairs it and runs `rollback-agent resolve {self.incident_id} --note TEXT`"
+            )
+        elif self.switched:
             follow_up.append(
                 f"The code is at {short(inc.to_sha)}: check the services "
                 f"(`systemctl status {' '.join(self.config.services.units)}`, `git -C {repo} log -1`)"
             )
+        elif not self.code_switched:
+            follow_up.append(f"The code was not switched; the host still runs {short(inc.from_sha)}")
+        if self.outcome.get("restored"):
+            follow_up.append(f"Restored: code, ref and schema of {short(inc.from_sha)} are back in place")
         self.host.notify(
             kind,
             inc,
@@ -319,6 +471,22 @@ class RollbackRun:
             error=error,
             follow_up=follow_up,
         )
+        if stuck:
+            self._page(inc, error or "")
+
+    def _page(self, inc: Incident, error: str) -> None:
+        """Slack ``@here`` and, when configured, PagerDuty: a person is needed on this host."""
+        resolve = f"`rollback-agent resolve {inc.id} --note TEXT` once the host is repaired"
+        self.host.notify(
+            "stuck",
+            inc,
+            progress=int(inc.progress or 0),
+            error=error,
+            follow_up=["Repair code, ref and schema by hand (see the error: the host as read now)", resolve],
+        )
+        page = getattr(self.host, "page", None)  # PagerDuty (when notify.pagerduty is configured)
+        if page is not None:
+            page(inc, f"rollback {inc.id} on {self.config.host} left the host inconsistent: {error[:300]}")
 
 
 def execute(

@@ -430,7 +430,9 @@ class Store:
         )
         keep = self.retention.incidents
         conn.execute(
-            "DELETE FROM incidents WHERE status != 'running' AND seq <= (SELECT max(seq) FROM incidents) - ?",
+            "DELETE FROM incidents WHERE status != 'running'"
+            " AND coalesce(json_extract(detail, '$.stuck'), 0) != 1"
+            " AND seq <= (SELECT max(seq) FROM incidents) - ?",
             (keep,),
         )
 
@@ -478,6 +480,25 @@ class Store:
                 f"UPDATE incidents SET {cols} WHERE id=?",  # noqa: S608 - column names are ours
                 (*fields.values(), incident_id),
             )
+
+    def merge_detail(self, incident_id: str, **values: Any) -> None:
+        """Set keys of an incident's ``detail`` (read and written in one transaction)."""
+        with self.transaction() as conn:
+            row = conn.execute("SELECT detail FROM incidents WHERE id=?", (incident_id,)).fetchone()
+            if row is None:
+                return
+            detail = json.loads(row["detail"] or "{}")
+            detail.update(values)
+            conn.execute("UPDATE incidents SET detail=? WHERE id=?", (json.dumps(detail), incident_id))
+
+    def stuck_incidents(self) -> list[Incident]:
+        """Incidents that left the host inconsistent and were not resolved by a person yet."""
+        with self.connect() as conn:
+            rows = conn.execute(
+                "SELECT id FROM incidents WHERE json_extract(detail, '$.stuck') = 1 ORDER BY seq"
+            ).fetchall()
+        found = [self.incident(r["id"]) for r in rows]
+        return [i for i in found if i is not None]
 
     def incident(self, incident_id: str) -> Incident | None:
         with self.connect() as conn:

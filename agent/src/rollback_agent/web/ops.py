@@ -30,6 +30,8 @@ def healthz() -> Any:
             "host": host.config.host,
             "mode": host.config.mode,
             "rollback_in_progress": host.in_progress() is not None,
+            # Rollbacks that could not restore the host: no automatic rollback until resolved.
+            "stuck": [inc.id for inc in host.store.stuck_incidents()],
         }
     )
 
