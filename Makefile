@@ -56,8 +56,9 @@ lab-notifications: ## list the Slack/PagerDuty/email messages the lab captured
 lab-down: ## remove everything the lab created
 	@$(ROOT)/scripts/lab down
 
-render: bootstrap ## render every generated config of the production inventory into ./render
-	ansible-playbook -i inventories/production playbooks/render.yml -e render_dir=$(ROOT)/render
+render: bootstrap ## render every generated config of the production inventory into ./render (and agent/examples/)
+	ansible-playbook -i inventories/production playbooks/render.yml -e render_dir=$(ROOT)/render \
+	  -e render_examples_dir=$(ROOT)/agent/examples
 
 clean: ## remove caches (not the venv or the image)
 	rm -rf .cache/facts .pytest_cache .ruff_cache render
