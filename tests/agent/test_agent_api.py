@@ -60,6 +60,7 @@ def test_health_and_metrics_need_no_auth(client) -> None:
         "host": "app1",
         "mode": "dry_run",
         "rollback_in_progress": False,
+        "stuck": [],
     }
     metrics = client.get("/metrics")
     assert metrics.status_code == 200 and metrics.mimetype == "text/plain"
@@ -173,6 +174,7 @@ def test_test_endpoint_reports_the_plan_and_executes_nothing(agent_env) -> None:
     assert {g["name"]: g["ok"] for g in data["plan"]["guards"]} == {
         "deployment": True,
         "freeze": True,
+        "stuck": True,
         "arrived_by_deploy": True,
         "rollback_window": True,
         "cooldown": True,

@@ -53,6 +53,8 @@ log = logging.getLogger(__name__)
 
 # How long a result that cannot be written (full state disk) is retried before giving up.
 RECORD_PATIENCE = 300.0
+# How long the restore may take after SIGTERM/SIGINT (systemd's stop timeout is 90 s by default).
+INTERRUPTED_RESTORE = 15.0
 
 PHASES = (("initiated", 0), ("database", 40), ("application", 60), ("verify", 80), ("done", 100))
 PROGRESS = dict(PHASES)
@@ -220,7 +222,10 @@ class RollbackRun:
 
     def _compensate(self) -> bool:
         """Put the live release back: code, ref, schema, units. True when every step worked."""
-        deadline = Deadline.after(self.config.guards.timeout)
+        budget = self.config.guards.timeout
+        if self.stop_reason is not None:  # stopped by a signal: the stop has its own time limit
+            budget = min(budget, INTERRUPTED_RESTORE)
+        deadline = Deadline.after(budget)
         live = str(self.incident.from_sha)
         ok = True
         self._note(f"restoring {short(live)}")
