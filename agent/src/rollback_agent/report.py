@@ -181,6 +181,15 @@ class StateCollector(Collector):
             "1 while a rollback runs on this host.",
             value=1 if self.host.in_progress() else 0,
         )
+        incidents = GaugeMetricFamily(
+            "rollback_agent_incidents",
+            "Incidents by state: running (a rollback process works on it), stuck (its restore failed or it "
+            "was interrupted out of step; no automatic rollback until `rollback-agent resolve`).",
+            labels=["state"],
+        )
+        incidents.add_metric(["running"], len(self.host.store.running_incidents()))
+        incidents.add_metric(["stuck"], len(self.host.store.stuck_incidents()))
+        yield incidents
         last = self.host.store.last_executed()
         stamp = GaugeMetricFamily(
             "rollback_agent_last_rollback_timestamp_seconds",

@@ -45,6 +45,7 @@ from rollback_agent.locking import OperationLock
 from rollback_agent.migrations import MigrationError, release_revision
 from rollback_agent.notify import short
 from rollback_agent.observe import Observed, database_revision, observe
+from rollback_agent.recovery import exit_cause, reaped
 from rollback_agent.state import FAILED, INTERRUPTED, SUCCESS, TIMED_OUT, Incident
 from rollback_agent.steps import Deadline, StepError
 from rollback_agent.units import restart_units, verify
@@ -509,6 +510,18 @@ def execute(
     return run.run()
 
 
+def _reap(host: Host, incident_id: str, proc: subprocess.Popen[bytes]) -> None:
+    """Wait for the rollback process; if it ended without a result, say so now (not at the next look)."""
+    returncode = proc.wait()
+    try:
+        if reaped(host, incident_id, returncode):
+            log.error(
+                "%s: the rollback process ended without a result (%s)", incident_id, exit_cause(returncode)
+            )
+    except Exception:
+        log.exception("%s: reaping the rollback process failed", incident_id)
+
+
 def spawn(host: Host, incident_id: str, lock: OperationLock) -> None:
     """Start ``incident_id``'s rollback in its own process, handing the lock over to it.
 
@@ -533,5 +546,7 @@ def spawn(host: Host, incident_id: str, lock: OperationLock) -> None:
     lock.describe("rollback", incident_id, pid=proc.pid)
     host.store.update_incident(incident_id, runner_pid=proc.pid)
     lock.detach()
-    threading.Thread(target=proc.wait, name=f"reap-{proc.pid}", daemon=True).start()
+    threading.Thread(
+        target=_reap, args=(host, incident_id, proc), name=f"reap-{proc.pid}", daemon=True
+    ).start()
     log.info("%s: rollback running in process %d", incident_id, proc.pid)
