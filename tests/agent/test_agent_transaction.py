@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -214,6 +215,14 @@ def test_a_failed_restore_leaves_the_host_stuck_until_a_person_resolves_it(agent
     from rollback_agent.cli import main
 
     env = agent_env
+    key = env.etc / "pagerduty-key"
+    key.write_text("R0UT1NGKEY-for-tests\n")
+    key.chmod(0o600)
+    env.write_config(
+        notify={
+            "pagerduty": {"routing_key_file": str(key), "api_url": env.server.base + "/pagerduty/v2/enqueue"}
+        }
+    )
     release_v4(env)
     lock = env.repo / ".git" / "refs" / "heads" / "deployed.lock"
     marker = env.root / "fail-upgrade"
@@ -226,6 +235,11 @@ def test_a_failed_restore_leaves_the_host_stuck_until_a_person_resolves_it(agent
     assert "rollback-agent resolve" in text and incident["id"] in text
     page = next(m for m in env.server.messages if m["attachments"][0]["footer"].endswith("stuck"))
     assert page["text"].startswith("<!here>")
+    deadline = time.monotonic() + 20
+    while not env.server.pages and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(env.server.pages) == 1 and incident["id"] in env.server.pages[0]["dedup_key"]
+    assert "left the host inconsistent" in env.server.pages[0]["payload"]["summary"]
     client = env.client()
     health = client.get("/healthz").get_json()
     assert health["stuck"] == [incident["id"]]

@@ -168,7 +168,5 @@ def _interrupt(host: Host, inc: Incident, cause: str | None = None) -> str:
     )
     if not consistent:
         host.notify("stuck", inc, progress=int(inc.progress or 0), error=error, follow_up=follow_up[-1:])
-        page = getattr(host, "page", None)
-        if page is not None:
-            page(inc, f"rollback {inc.id} on {host.config.host} was interrupted out of step: {error[:300]}")
+        host.page(inc, f"rollback {inc.id} on {host.config.host} was interrupted out of step: {error[:300]}")
     return inc.id

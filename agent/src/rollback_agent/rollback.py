@@ -490,9 +490,9 @@ class RollbackRun:
             error=error,
             follow_up=["Repair code, ref and schema by hand (see the error: the host as read now)", resolve],
         )
-        page = getattr(self.host, "page", None)  # PagerDuty (when notify.pagerduty is configured)
-        if page is not None:
-            page(inc, f"rollback {inc.id} on {self.config.host} left the host inconsistent: {error[:300]}")
+        self.host.page(
+            inc, f"rollback {inc.id} on {self.config.host} left the host inconsistent: {error[:300]}"
+        )
 
 
 def execute(
