@@ -127,7 +127,7 @@ def test_benchmark(agent_env) -> None:
     finally:
         bare.stop()
     lines += [
-        "intake, 8 concurrent senders, gunicorn 2 sync workers, 5 s after 1 s warm-up:",
+        "intake, 8 concurrent senders, gunicorn 2 gthread workers x 16 threads, 5 s after 1 s warm-up:",
         "  " + agent_load.line("agent"),
         "  " + bare_load.line("bare Flask"),
         f"  ratio agent/bare: {agent_load.rps / bare_load.rps:.2f} (target >= 0.5); "
