@@ -118,14 +118,17 @@ def test_an_alert_older_than_every_incident_is_ignored_once(agent_env: AgentEnv)
     started = time.time() - 7200  # before v3 (and v2, v1) went live: no incident concerns it
     status, body = post(client, payload(starts_at=started))
     assert (status, body["status"]) == (200, "ignored"), body
-    assert "before the live release went live" in body["reason"] and "no incident of" in body["reason"]
+    assert (
+        "before the live release started going live" in body["reason"] and "no incident of" in body["reason"]
+    )
     assert post(client, payload(starts_at=started))[1]["status"] == "duplicate"
     assert env.sql("SELECT count(*) FROM incidents") == [(0,)] and env.restarts() == []
 
 
 def test_clock_skew_counts_a_slightly_earlier_start_against_the_release(agent_env: AgentEnv) -> None:
     env = agent_env
-    deployed_at = env.sql("SELECT max(deployed_at) FROM deploys")[0][0]
+    # v3's deploy began at started_at: alerts that start from then on count against it.
+    deployed_at = env.sql("SELECT started_at FROM deploys ORDER BY id DESC LIMIT 1")[0][0]
     env.write_config(dry_run=True)
     _status, body = post(env.client(), payload(starts_at=deployed_at - 20))  # within 30s
     assert body["status"] == "dry_run", body
@@ -360,3 +363,41 @@ def test_flat_slack_messages_carry_no_attached_line(agent_env: AgentEnv) -> None
     assert post(client, payload(fingerprint="fp-2", starts_at=time.time() - 60))[1]["status"] == "attached"
     time.sleep(0.5)
     assert "attached" not in env.server.kinds() and "thread_ts" not in str(env.server.messages)
+
+
+def test_the_defects_on_postgresql(tmp_path, capture, postgres_server) -> None:
+    """Defects 1 and 2 and the closed loop against PostgreSQL: `deploy v2` by hand, an alert goes
+    back to v1 (alembic downgrade on PostgreSQL), its resend 20 minutes later changes nothing, and
+    its resolve confirms the rollback."""
+    import agent_sample_repo
+
+    url = postgres_server.create_database("rollback_agent_rules")
+    shas = agent_sample_repo.build_repo(tmp_path / "app")
+    env = AgentEnv(tmp_path, shas, capture, url.replace("postgresql://", "postgresql+psycopg2://"))
+    for tag in ("v1", "v2", "v3", "v2"):
+        assert env.deploy(tag).result == "deployed"
+    clock = Clock()
+    client = env.client(clock)
+    started = time.time()
+    body = roll_back(env, client, starts_at=started)
+    assert body["plan"]["to_sha"] == shas["v1"] and env.db_revision() == "a1000001"
+    assert env.db_tables() == agent_sample_repo.TABLES["v1"]
+    clock.advance(5 * 60)
+    post(client, payload(status="resolved", starts_at=started))
+    item = next(i for i in history(client) if i["incident_id"] == body["incident_id"])
+    assert item["verification"]["state"] == "confirmed", item
+    clock.advance(15 * 60)
+    assert post(client, payload(starts_at=started))[1]["status"] == "duplicate"
+    assert env.deployed_sha() == shas["v1"] and env.sql("SELECT count(*) FROM incidents") == [(1,)]
+
+
+def test_an_alert_resolved_after_the_deadline_is_not_confirmed(agent_env: AgentEnv) -> None:
+    env = agent_env
+    clock = Clock()
+    client = env.client(clock)
+    started = time.time()
+    body = roll_back(env, client, starts_at=started)
+    clock.advance(11 * 60)  # no timer ran meanwhile
+    post(client, payload(status="resolved", starts_at=started))
+    item = next(i for i in history(client) if i["incident_id"] == body["incident_id"])
+    assert item["verification"]["state"] == "not_confirmed", item

@@ -437,12 +437,9 @@ def _decide_locked(host: Host, fresh: list[Seen], now: float, lock: OperationLoc
     concerning: list[Seen] = []
     attach = after_rollback(host, plan)
     for one in fresh:
-        if (
-            one.starts_ts is not None
-            and plan.deployed_at is not None
-            and one.starts_ts < plan.deployed_at - skew
-        ):
-            _earlier(host, one, now, plan.deployed_at)
+        since = plan.live_since
+        if one.starts_ts is not None and since is not None and one.starts_ts < since - skew:
+            _earlier(host, one, now, since)
         elif attach is not None:
             _attach(host, one, now, attach[0], attach[1], current)
         else:
@@ -492,17 +489,11 @@ def _earlier(host: Host, one: Seen, now: float, live_since: float) -> None:
     skew = host.config.guards.clock_skew
     started = utc(one.starts_ts)
     before = (
-        f"started at {started}, before the live release went live at {utc(live_since)} "
+        f"started at {started}, before the live release started going live at {utc(live_since)} "
         f"(guards.clock_skew {format_duration(skew)}): not evidence against it"
     )
-    release = next(
-        (d for d in host.store.live_history() if float(d.deployed_at or 0) <= one.starts_ts + skew), None
-    )
-    incident = (
-        host.store.latest_incident_of(release.sha, float(release.deployed_at or 0) - skew)
-        if release
-        else None
-    )
+    release = next((d for d in host.store.live_history() if d.started_at <= one.starts_ts + skew), None)
+    incident = host.store.latest_incident_of(release.sha, release.started_at - skew) if release else None
     if incident is None:
         what = f"release {release.sha[:10]}" if release else "the release live then"
         one.item.update(decision=IGNORED, reason=f"{before}; no incident of {what} to attach it to")

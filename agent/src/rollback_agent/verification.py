@@ -39,7 +39,8 @@ def check(host: Host, now: float | None = None) -> list[tuple[str, str]]:
     ended: list[tuple[str, str]] = []
     for ver in store.pending_verifications():
         instances = store.instances_of(ver.incident_id)
-        firing = [i for i in instances if i.resolved_at is None]
+        # Still firing, or resolved only after the deadline (nobody checked in time): not cleared.
+        firing = [i for i in instances if i.resolved_at is None or i.resolved_at > ver.deadline]
         if not firing:
             if store.end_verification(ver.incident_id, CONFIRMED, now):
                 _confirmed(host, ver, instances)
