@@ -183,6 +183,8 @@ def test_medium_confidence_waits_then_the_timer_acts(agent_env: AgentEnv) -> Non
     assert (status, body["status"]) == (200, "waiting"), body
     assert "confidence medium: waiting for corroboration" in body["reason"]
     assert post(client, payload(**alert))[1]["status"] == "waiting"  # a resend still waits
+    waiting = client.get(STATUS, headers=basic_auth()).get_json()["waiting"]
+    assert [w["fingerprint"] for w in waiting] == ["fp-signups"]
     tick = ticker(env, clock)
     assert tick.tick()["corroboration"] == []  # not due yet
     clock.advance(301)
@@ -286,8 +288,9 @@ def test_verification_confirmed_when_every_alert_resolves(agent_env: AgentEnv) -
     assert metrics.VERIFICATIONS.labels(state="confirmed")._value.get() == before + 1
 
 
-def test_verification_not_confirmed_escalates_once(agent_env: AgentEnv, tmp_path) -> None:
+def test_verification_not_confirmed_escalates_once(agent_env: AgentEnv, tmp_path, capsys) -> None:
     from rollback_agent import metrics
+    from rollback_agent.cli import main
 
     env = agent_env
     key = tmp_path / "pagerduty-key"
@@ -321,6 +324,8 @@ def test_verification_not_confirmed_escalates_once(agent_env: AgentEnv, tmp_path
     item = next(i for i in history(client) if i["incident_id"] == first["incident_id"])
     assert item["verification"]["state"] == "not_confirmed"
     assert [a["resolved_at"] for a in item["verification"]["alerts"]] == [None]
+    assert main(["--config", str(env.config_path), "status"]) == 0
+    assert "verification not_confirmed: CriticalErrorRate firing" in capsys.readouterr().out
 
 
 def test_slack_thread_with_a_bot_token(agent_env: AgentEnv, tmp_path) -> None:

@@ -218,6 +218,15 @@ def _print_history(items: list[dict[str, Any]]) -> None:
         print(line)
         if inc.get("error"):
             print(f"      {inc.get('failed_step')}: {inc['error'].splitlines()[0][:200]}")
+        verification = inc.get("verification")
+        if verification:
+            alerts = ", ".join(
+                f"{a['alertname']} {'resolved' if a.get('resolved_at') else 'firing'}"
+                for a in verification.get("alerts") or []
+            )
+            print(f"      verification {verification['state']}: {alerts}")
+        if inc.get("attached"):
+            print(f"      attached: {', '.join(a['alertname'] for a in inc['attached'])}")
 
 
 def cmd_history(args: argparse.Namespace) -> int:

@@ -88,6 +88,7 @@ def status(host: Host, history: int = 10) -> dict[str, Any]:
         "observed": observe(host, timeout=30.0, database=busy is None).as_dict(),
         "stuck": stuck(host),
         "freeze": freeze(host),
+        "waiting": [i.as_dict() for i in host.store.waiting_instances()],
         "history": incident_history(host, history),
         "recent_webhooks": [_webhook_item(w) for w in host.store.recent_webhooks(limit=history)],
     }
