@@ -119,6 +119,7 @@ def test_restore_refused_during_a_rollback_and_a_deploy(agent_env, capsys, tmp_p
         assert env.sql("SELECT id, status FROM incidents") == before  # nothing written over
     finally:
         proc.send_signal(signal.SIGTERM)
+        (env.control / "sleep-restart").unlink()  # the restore's restarts do not hang
         proc.communicate(timeout=30)
     with env.agent().lock().acquire("deploy", "v9"):
         code, _, err = run(env, capsys, "restore", "--from", str(target), "--json")
