@@ -406,3 +406,31 @@ def test_an_alert_resolved_after_the_deadline_is_not_confirmed(agent_env: AgentE
     post(client, payload(status="resolved", starts_at=started))
     item = next(i for i in history(client) if i["incident_id"] == body["incident_id"])
     assert item["verification"]["state"] == "not_confirmed", item
+
+
+def test_not_the_cause_one_rollback_then_escalation_and_no_second_rollback(agent_env: AgentEnv) -> None:
+    """The lab's not-the-cause scenario: a healthy release deployed, then Redis stops.
+    RedisConnectionFailure rolls the release back (it cannot know better), keeps firing, the
+    verification ends not_confirmed with an escalation, and neither its resends, a new firing,
+    nor the timer roll back again."""
+    env = agent_env
+    assert env.deploy("v3", force=True).result == "deployed"  # v3 now the healthy release of the day
+    clock = Clock()
+    client = env.client(clock)
+    redis = {"alertname": "RedisConnectionFailure", "fingerprint": "fp-redis", "starts_at": time.time()}
+    first = roll_back(env, client, **redis)
+    assert env.deployed_sha() == env.shas["v2"]
+    tick = ticker(env, clock)
+    for minutes in (2, 4, 6, 8, 10.5):  # Alertmanager resends while Redis stays down
+        clock.offset = minutes * 60
+        assert post(client, payload(**redis))[1]["status"] == "duplicate"
+        tick.tick()
+    assert tick.host.store.verification(first["incident_id"]).state == "not_confirmed"
+    env.server.wait_for("not_confirmed")
+    # Redis flaps: a new firing of the same alert after the verification ended.
+    env.clear_calls()
+    status, again = post(client, payload(**{**redis, "starts_at": clock()}))
+    assert (status, again["status"]) == (200, "blocked") and "arrived_by_deploy" in again["reason"], again
+    assert env.restarts() == [] and env.deployed_sha() == env.shas["v2"]
+    executed = env.sql("SELECT count(*) FROM incidents WHERE status NOT IN ('blocked', 'dry_run')")
+    assert executed == [(1,)]
