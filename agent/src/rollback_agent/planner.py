@@ -264,9 +264,12 @@ def _chain_target(host: Host, current: str, arrival: Deploy | None) -> tuple[str
 def _descends(host: Host, current: str, sha: str) -> bool:
     """``sha`` is a descendant of ``current`` (or cannot be told: then it is not a safe target)."""
     try:
-        return bool(host.deployment.repo.is_ancestor(current, sha))
-    except (git.GitCommandError, ValueError, GitError):
+        host.deployment.repo.git.merge_base("--is-ancestor", current, sha)
+    except git.GitCommandError as exc:
+        return exc.status != 1  # 1: not a descendant; anything else: it cannot be told
+    except GitError:
         return True
+    return True
 
 
 def _choose_target(host: Host, plan: Plan, current: str, to: str | None, arrival: Deploy | None) -> Guard:
