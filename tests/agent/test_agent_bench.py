@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 import requests
+from agent_gunicorn import Gunicorn
 from agent_support import SECRET, basic_auth, payload
-from test_agent_gunicorn import Gunicorn
 
 pytestmark = pytest.mark.bench
 
@@ -32,37 +32,9 @@ import loadgen  # noqa: E402
 ROUNDS = 3
 
 
-class BareGunicorn(Gunicorn):
+def bare_gunicorn(env, workers: int) -> Gunicorn:
     """The bare Flask endpoint with the agent's gunicorn settings (same config file, same workers)."""
-
-    def start(self) -> Gunicorn:
-        environ = {**os.environ, "ROLLBACK_AGENT_CONFIG": str(self.env.config_path)}
-        environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "gunicorn",
-                    "-c",
-                    "python:rollback_agent.gunicorn_conf",
-                    "--chdir",
-                    str(BENCH),
-                    "bare_app:app",
-                ],
-                env=environ,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(self.base + "/healthz", timeout=1).status_code == 200:
-                    return self
-            except requests.RequestException:
-                time.sleep(0.1)
-        raise AssertionError(self.log.read_text())
+    return Gunicorn(env, workers=workers, app=("--chdir", str(BENCH), "bare_app:app"))
 
 
 def timed(argv: list[str], **kwargs) -> float:
@@ -121,7 +93,7 @@ def test_benchmark(agent_env) -> None:
         worker_rss = [loadgen.rss_mb(pid) for pid in workers]
     finally:
         agent.stop()
-    bare = BareGunicorn(env, workers=2).start()
+    bare = bare_gunicorn(env, workers=2).start()
     try:
         bare_load = loadgen.load(bare.port, "/api/admin/rollback/trigger", body, headers)
     finally:

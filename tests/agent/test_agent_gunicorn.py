@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -16,87 +15,11 @@ from pathlib import Path
 
 import pytest
 import requests
-from agent_support import SECRET, AgentEnv, payload
+from agent_gunicorn import AGENT_APP, GUNICORN, Gunicorn, metric
+from agent_support import payload
+from testkit.net import free_port
 
 pytestmark = pytest.mark.agent
-
-AUTH = ("alertmanager", SECRET)
-
-
-def free_port() -> int:
-    with contextlib.closing(socket.socket()) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Gunicorn:
-    """`gunicorn -c python:rollback_agent.gunicorn_conf rollback_agent.wsgi:app`, the documented command."""
-
-    def __init__(self, env: AgentEnv, workers: int = 4) -> None:
-        self.env = env
-        self.port = free_port()
-        env.write_config(server={"bind": f"127.0.0.1:{self.port}", "workers": workers, "access_log": False})
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.log = env.root / "gunicorn.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Gunicorn:
-        environ = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
-        environ["ROLLBACK_AGENT_CONFIG"] = str(self.env.config_path)
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "gunicorn",
-                    "-c",
-                    "python:rollback_agent.gunicorn_conf",
-                    "rollback_agent.wsgi:app",
-                ],
-                env=environ,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log.read_text()
-            with contextlib.suppress(requests.RequestException):
-                if requests.get(self.base + "/healthz", timeout=1).status_code == 200:
-                    return self
-            time.sleep(0.1)
-        raise AssertionError("gunicorn did not come up:\n" + self.log.read_text())
-
-    def workers(self) -> list[int]:
-        assert self.proc is not None
-        out = subprocess.run(
-            ["ps", "-o", "pid=", "--ppid", str(self.proc.pid)], capture_output=True, text=True
-        )
-        return [int(p) for p in out.stdout.split()]
-
-    def kill9(self) -> None:
-        """kill -9 of the whole agent: master, workers and the background rollback process."""
-        assert self.proc is not None
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-
-    def get(self, path: str) -> requests.Response:
-        return requests.get(self.base + path, auth=AUTH, timeout=10)
-
-    def trigger(self, body: dict | None = None) -> requests.Response:
-        return requests.post(
-            self.base + "/api/admin/rollback/trigger", json=body or payload(), auth=AUTH, timeout=30
-        )
-
 
 @pytest.fixture
 def gunicorn(agent_env, request):
@@ -108,13 +31,6 @@ def gunicorn(agent_env, request):
         for pid in sleepers.read_text().split():
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(int(pid), signal.SIGKILL)
-
-
-def metric(text: str, name: str) -> float:
-    for line in text.splitlines():
-        if line.split(" ")[0] == name:
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
 
 
 @pytest.mark.parametrize("gunicorn", [4], indirect=True)
@@ -216,14 +132,7 @@ def test_config_error_stops_gunicorn_with_the_key_named(agent_env) -> None:
     env.write_config(guards={"cooldwn": "5m"})
     environ = {**os.environ, "ROLLBACK_AGENT_CONFIG": str(env.config_path)}
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "-c",
-            "python:rollback_agent.gunicorn_conf",
-            "rollback_agent.wsgi:app",
-        ],
+        [*GUNICORN, *AGENT_APP],
         env=environ,
         capture_output=True,
         text=True,

@@ -15,8 +15,8 @@ import time
 
 import pytest
 import requests
+from agent_gunicorn import AUTH, Gunicorn
 from agent_support import SECRET, basic_auth, payload
-from test_agent_gunicorn import AUTH, Gunicorn
 
 pytestmark = pytest.mark.agent
 

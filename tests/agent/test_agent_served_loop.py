@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
+from agent_gunicorn import Gunicorn
 from agent_support import SECRET, payload
-from test_agent_gunicorn import Gunicorn
 
 pytestmark = pytest.mark.agent
 

@@ -9,8 +9,8 @@ import signal
 import time
 
 import pytest
+from agent_gunicorn import Gunicorn, metric
 from agent_support import basic_auth, payload
-from test_agent_gunicorn import Gunicorn, metric
 
 pytestmark = pytest.mark.agent
 
