@@ -157,3 +157,28 @@ def test_restore_refuses_a_damaged_foreign_or_newer_file(agent_env, capsys, tmp_
     assert inspect(env.state_dir / "state.db").counts == info.counts
     with pytest.raises(BackupError, match="no such directory"):
         backup(env.state_dir / "state.db", tmp_path / "nowhere" / "x.db")
+
+
+def test_the_playbooks_sqlite_helper_copies_and_checks_grafanas_kind_of_database(tmp_path) -> None:
+    """playbooks/files/sqlite_backup.py (Grafana's database): same online copy, run as a script."""
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "playbooks" / "files" / "sqlite_backup.py"
+    db = tmp_path / "grafana.db"
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE dashboard (id INTEGER PRIMARY KEY, title TEXT)")
+    conn.executemany("INSERT INTO dashboard (title) VALUES (?)", [(f"d{i}",) for i in range(100)])
+    conn.commit()  # kept open: the copy is taken while the owner has the database open
+    out = subprocess.run([sys.executable, str(script), "backup", str(db), str(tmp_path / "copy.db")],
+                         capture_output=True, text=True, check=False)
+    conn.close()
+    assert out.returncode == 0, out.stderr
+    info = json.loads(out.stdout)
+    assert info["integrity"] == "ok" and info["size"] == (tmp_path / "copy.db").stat().st_size
+    rows = sqlite3.connect(tmp_path / "copy.db").execute("SELECT count(*) FROM dashboard").fetchone()[0]
+    assert rows == 100
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"not a database at all" * 100)
+    out = subprocess.run([sys.executable, str(script), "check", str(junk)], capture_output=True, text=True,
+                         check=False)
+    assert out.returncode == 1 and "sqlite_backup:" in out.stderr
