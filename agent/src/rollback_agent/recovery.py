@@ -66,9 +66,15 @@ def recover(host: Host, lock: OperationLock | None = None, causes: dict[str, str
 
 def _wait_for_other_recovery(host: Host, limit: float = 60.0) -> None:
     """While another process recovers (it reads the host, a few seconds), wait for it to finish."""
-    until = time.monotonic() + limit
+    start = time.monotonic()
+    until = start + limit
     while time.monotonic() < until and is_held(host.config.lock_path):
-        if (read_holder(host.config.lock_path) or {}).get("kind") != "recovery":
+        kind = (read_holder(host.config.lock_path) or {}).get("kind")
+        if kind is None and time.monotonic() < start + 2.0:
+            # Taken a moment ago and its holder not written yet (flock, then describe): look again.
+            time.sleep(0.02)
+            continue
+        if kind != "recovery":
             return
         time.sleep(0.1)
 
