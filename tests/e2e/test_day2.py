@@ -13,6 +13,7 @@ import hashlib
 import json
 import secrets
 import shutil
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -261,3 +262,118 @@ def test_restore_refuses_a_damaged_file_or_another_version(lab: Lab, drill: Dril
     assert main_pid(lab, "app1", "rollback-agent") == pid_before
     status = deploys.agent_status(lab, lab.hosts["app1"]) or {}
     assert drill.incident_id in [i["incident_id"] for i in status["history"]]
+
+
+# --- upgrade.yml: one monitoring host at a time, alerting never stops -------------------------------
+class AlertmanagerPoller(threading.Thread):
+    """Asks both Alertmanagers' API for their status every 0.2 s while a playbook runs."""
+
+    def __init__(self, lab: Lab) -> None:
+        super().__init__(daemon=True)
+        self.urls = {h: f"{am_url(lab, h)}/api/v2/status" for h in ("mon1", "mon2")}
+        self.samples: list[tuple[float, dict[str, bool]]] = []
+        self.done = threading.Event()
+
+    def up(self, url: str) -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                return resp.status == 200 and json.loads(resp.read())["cluster"]["status"] == "ready"
+        except (OSError, ValueError, KeyError):
+            return False
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            self.samples.append((time.time(), {h: self.up(u) for h, u in self.urls.items()}))
+            self.done.wait(0.2)
+
+    def stop(self) -> list[tuple[float, dict[str, bool]]]:
+        self.done.set()
+        self.join()
+        return self.samples
+
+
+def unit_times(lab: Lab, host: str, unit: str) -> dict[str, float | str]:
+    out = in_host(lab.hosts[host], "systemctl", "show", unit, "--timestamp=unix", "-p", "MainPID",
+                  "-p", "ActiveEnterTimestamp", "-p", "InactiveEnterTimestamp").stdout
+    props = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+    return {
+        "pid": props["MainPID"],
+        "active": float(props["ActiveEnterTimestamp"].lstrip("@") or 0),
+        "inactive": float(props["InactiveEnterTimestamp"].lstrip("@") or 0),
+    }
+
+
+MON_UNITS = ("prometheus", "prometheus-alertmanager")
+# A change that needs a restart of both services (new flags), and the inventory's own flags back.
+RESTART_CHANGE = {
+    "prometheus_extra_args": ["--log.level=debug"],
+    "alertmanager_extra_args": ["--log.level=debug"],
+}
+
+
+def upgrade(lab: Lab, extra: dict[str, Any] | None = None, *args: str) -> tuple[Any, list[Any]]:
+    poller = AlertmanagerPoller(lab)
+    poller.start()
+    try:
+        result = run_playbook("upgrade.yml", *(["-e", json.dumps(extra)] if extra else []), *args)
+    finally:
+        samples = poller.stop()
+    return result, samples
+
+
+def test_upgrade_restarts_one_monitoring_host_at_a_time_and_alerting_never_stops(lab: Lab) -> None:
+    before = {(h, u): unit_times(lab, h, u) for h in ("mon1", "mon2") for u in MON_UNITS}
+    try:
+        result, samples = upgrade(lab, RESTART_CHANGE)
+        assert result.rc == 0, log_tail(result)
+        after = {(h, u): unit_times(lab, h, u) for h in ("mon1", "mon2") for u in MON_UNITS}
+    finally:
+        back, back_samples = upgrade(lab)  # the inventory's flags again (restarts both hosts once more)
+    assert back.rc == 0, log_tail(back)
+    for key in before:
+        assert after[key]["pid"] != before[key]["pid"], f"{key}: not restarted by the upgrade"
+    # mon2 went down only after mon1 was back (and had passed the checks), never both at once
+    for unit in MON_UNITS:
+        assert after[("mon2", unit)]["inactive"] > after[("mon1", unit)]["active"], (unit, after)
+    for run in (samples, back_samples):
+        assert len(run) > 50, f"too few polls: {len(run)}"
+        gaps = [(t, s) for t, s in run if not any(s.values())]
+        assert not gaps, f"no Alertmanager answered at {gaps[:5]}"
+    log = result.log.read_text() if result.log else ""
+    assert log.index("mon1: Prometheus") < log.index("mon2: Prometheus"), "hosts not upgraded in order"
+    down = {h: sum(not s[h] for _, s in samples) for h in ("mon1", "mon2")}
+    print(f"\nupgrade.yml on the lab: {result.seconds:.0f}s (back: {back.seconds:.0f}s), "
+          f"{len(samples) + len(back_samples)} polls, one Alertmanager always answered; down polls: {down}")
+
+
+def test_a_failed_upgrade_stops_on_the_first_host_and_leaves_the_other_untouched(lab: Lab) -> None:
+    before = {h: unit_times(lab, h, "prometheus") for h in ("mon1", "mon2")}
+    try:
+        broken = {"prometheus_extra_args": ["--no-such-flag"], "day2_ready_timeout": 20}
+        result, samples = upgrade(lab, broken)
+        assert result.rc != 0
+        assert unit_times(lab, "mon2", "prometheus")["pid"] == before["mon2"]["pid"], "mon2 was touched"
+        assert "mon2: Prometheus" not in (result.log.read_text() if result.log else "")
+        assert all(s["mon2"] for _, s in samples), "mon2's Alertmanager went down"
+    finally:
+        back, _ = upgrade(lab)
+    assert back.rc == 0, log_tail(back)
+    assert is_active(lab, "mon1", "prometheus")
+
+
+def test_upgrade_refused_while_the_alertmanager_cluster_is_not_whole(lab: Lab) -> None:
+    before = unit_times(lab, "mon1", "prometheus-alertmanager")
+    in_host(lab.hosts["mon2"], "systemctl", "stop", "prometheus-alertmanager")
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # until mon1 sees its peer gone
+            status = incident.get_json(f"{am_url(lab, 'mon1')}/api/v2/status", timeout=5)
+            if len(status["cluster"]["peers"]) < 2:
+                break
+            time.sleep(1)
+        result = run_playbook("upgrade.yml", "--limit", "mon1")
+        assert result.rc != 0
+        assert "upgrading it now could leave no Alertmanager running" in log_tail(result), log_tail(result)
+        assert unit_times(lab, "mon1", "prometheus-alertmanager")["pid"] == before["pid"]
+    finally:
+        in_host(lab.hosts["mon2"], "systemctl", "start", "prometheus-alertmanager")
