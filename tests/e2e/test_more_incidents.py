@@ -18,6 +18,7 @@ from lab_kit import deploys, incident
 from lab_kit.inventory import Host, Lab
 from lab_kit.podman import exec_in as in_host
 from testkit.lab import INCIDENT_TIMEOUT, ensure_good, new_incidents, wait_cooldown
+from testkit.net import wait_for_url
 
 pytestmark = pytest.mark.e2e
 
@@ -43,21 +44,8 @@ def slow_with_mon1_alertmanager_down(lab: Lab, shas: dict[str, str]) -> incident
         time.sleep(15)
     finally:
         in_host(mon1, "systemctl", "start", unit)
-        wait_ready(f"http://127.0.0.1:{mon1.port('alertmanager')}/-/ready")
+        wait_for_url(f"http://127.0.0.1:{mon1.port('alertmanager')}/-/ready")
     return report
-
-
-def wait_ready(url: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(1)
-    raise TimeoutError(f"{url} not ready after {timeout}s")
 
 
 def test_slow_release_fires_critical_p95_latency(slow_with_mon1_alertmanager_down: incident.Report) -> None:

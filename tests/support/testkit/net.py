@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import time
+import urllib.request
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -37,3 +38,15 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
 
 def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 30.0) -> None:
     wait_for(lambda: port_open(port, host), timeout, f"something to listen on {host}:{port}", 0.1)
+
+
+def url_answers(url: str, timeout: float = 2) -> bool:
+    """True when a GET of ``url`` answers 200."""
+    with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=timeout) as resp:
+        return bool(resp.status == 200)
+    return False
+
+
+def wait_for_url(url: str, timeout: float = 60, interval: float = 1) -> None:
+    """Until a GET of ``url`` answers 200; AssertionError after ``timeout`` seconds."""
+    wait_for(lambda: url_answers(url), timeout, f"{url} to answer 200", interval)

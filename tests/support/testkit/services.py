@@ -9,9 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import requests
-
-from testkit.net import free_port, wait_for
+from testkit.net import free_port, url_answers, wait_for
 from testkit.tools import require_tool
 
 
@@ -40,9 +38,7 @@ def serving(
             def ready() -> bool:
                 if proc.poll() is not None:
                     raise AssertionError(f"{cmd[0]} exited ({proc.returncode}):\n{log.read_text()}")
-                with contextlib.suppress(requests.RequestException):
-                    return requests.get(ready_url, timeout=1).status_code == 200
-                return False
+                return url_answers(ready_url, timeout=1)
 
             try:
                 wait_for(ready, timeout, f"{ready_url} to answer", 0.1)
