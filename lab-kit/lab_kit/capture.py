@@ -5,6 +5,8 @@ shows it: a web page at ``/``, JSON at ``/api/messages`` and the listing of
 ``scripts/lab notifications``. Endpoints:
 
     POST /slack/<anything>          Slack incoming webhooks (Alertmanager, the agents)
+    POST /slack-api/chat.postMessage  Slack's Web API (the agents with a bot token: one thread per
+                                    incident; answers {"ok": true, "ts": ...} as Slack does)
     POST /pagerduty/v2/enqueue      PagerDuty Events API v2 (Alertmanager)
     POST /webhook/<anything>        any other JSON webhook
     SMTP                            email (Alertmanager's email_configs via "SendGrid")
@@ -94,6 +96,7 @@ def summarize_slack(body: dict[str, Any]) -> dict[str, Any]:
         "title": title or text.split("\n", 1)[0][:200],
         "text": text,
         "color": color,
+        "thread_ts": str(body.get("thread_ts") or ""),
     }
 
 
@@ -168,6 +171,10 @@ class Handler(BaseHTTPRequestHandler):
         if path.startswith("/slack/"):
             self.store.add("slack", summarize_slack(body), body, meta)
             self._send(200, "ok", "text/plain")  # what Slack answers
+        elif path == "/slack-api/chat.postMessage":
+            record = self.store.add("slack", summarize_slack(body), body, meta)
+            ts = f"{record['time']:.6f}"  # the message's id: later replies name it as thread_ts
+            self._send(200, {"ok": True, "channel": str(body.get("channel") or ""), "ts": ts})
         elif path == "/pagerduty/v2/enqueue":
             self.store.add("pagerduty", summarize_pagerduty(body), body, meta)
             answer = {"status": "success", "message": "Event processed", "dedup_key": body.get("dedup_key")}

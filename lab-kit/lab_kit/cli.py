@@ -157,7 +157,8 @@ def cmd_notifications(args: argparse.Namespace) -> int:
         return 0
     for m in msgs[-args.last:]:
         when = time.strftime("%H:%M:%S", time.localtime(m["time"]))
-        print(f"#{m['id']:<4} {when} {m['kind']:9} {m.get('channel', '')[:24]:24} {m.get('title', '')[:100]}")
+        title = ("  ↳ " if m.get("thread_ts") else "") + m.get("title", "")[:100]  # ↳ a thread's reply
+        print(f"#{m['id']:<4} {when} {m['kind']:9} {m.get('channel', '')[:24]:24} {title}")
         if args.full and m.get("text"):
             print(textwrap.indent(m["text"].strip(), "      "))
     info(f"{len(msgs)} message(s); web page: {services.capture_url(lab)}/")

@@ -253,6 +253,21 @@ class Follower:
             return False
         return all(set(self.r.webhooks.get(h.name, {})) == {"duplicate"} for h in self.apps)
 
+    def await_verification(self, grace: float) -> None:
+        """Give the agents a little time to confirm their rollbacks (Alertmanager's resolved webhook)."""
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            pending = [
+                i
+                for incs in self.r.incidents.values()
+                for i in incs.values()
+                if (i.get("verification") or {}).get("state") == "pending"
+            ]
+            if not pending:
+                return
+            time.sleep(2)
+            self.poll_agents()
+
     def done(self) -> bool:
         finished = all(
             any(i.get("result") for i in self.r.incidents.get(h.name, {}).values()) for h in self.apps
@@ -368,6 +383,7 @@ def run(
             load.wait(10)
         except subprocess.TimeoutExpired:
             load.kill()
+    follower.await_verification(grace=90)  # the rollback route flushes resolved alerts every 1m
     for host in apps:
         report.final_sha[host.name] = deploys.current_sha(deploys.agent_status(lab, host))
     report.success = (
@@ -438,4 +454,14 @@ def summarize(r: Report) -> None:
                 f"(target < 300 s) {phases}",
                 flush=True,
             )
+            verification = inc.get("verification") or {}
+            if verification:
+                alerts = ", ".join(
+                    f"{a['alertname']} {'resolved' if a.get('resolved_at') else 'FIRING'}"
+                    for a in verification.get("alerts") or []
+                )
+                print(f"      verification {verification['state']}: {alerts}", flush=True)
+            for attached in inc.get("attached") or []:
+                started = attached["starts_at"]
+                print(f"      attached: {attached['alertname']} (started {started})", flush=True)
     print("    next: make lab-notifications  (every message of the incident)", flush=True)

@@ -127,7 +127,8 @@ def test_the_alert_resolves(lab: Lab, v3: incident.Report) -> None:
 
 
 def test_slack_shows_every_phase_with_one_incident_id(lab: Lab, v3: incident.Report) -> None:
-    msgs = [m for m in services.messages(lab, "slack") if m["meta"]["path"] == "/slack/rollback-agent"]
+    agent_paths = ("/slack/rollback-agent", "/slack-api/chat.postMessage")  # flat, or one thread each
+    msgs = [m for m in services.messages(lab, "slack") if m["meta"]["path"] in agent_paths]
     for host, wanted in (
         ("app1", ["initiated", "database", "application", "success"]),
         ("app2", ["initiated", "application", "success"]),
@@ -160,3 +161,16 @@ def test_deploying_v3_again_is_refused_without_force(lab: Lab, v3: incident.Repo
     assert "bad" in (proc.stdout + proc.stderr).lower()
     st = deploys.agent_status(lab, lab.hosts["app1"]) or {}
     assert st["deployment"]["sha"] == v3.good_sha  # nothing moved
+
+
+def test_one_incident_per_host_no_blocked_message_and_the_rollback_confirmed(
+    lab: Lab, v3: incident.Report
+) -> None:
+    """Issue 11: later triggers of the bad release are attached or duplicates, never a second
+    incident or a "blocked" message; the alerts resolved, so each rollback is confirmed."""
+    for host in ("app1", "app2"):
+        incs = new_incidents(v3, host)
+        assert [i["status"] for i in incs] == ["success"], f"{host}: {incs}"
+        assert (incs[0].get("verification") or {}).get("state") == "confirmed", incs[0]
+    later = [m for m in services.messages(lab, "slack") if m["time"] >= v3.started_at]
+    assert not [m for m in later if "Automated rollback blocked" in m.get("text", "")], later
