@@ -41,7 +41,7 @@ def test_minimal_config_gets_the_documented_defaults() -> None:
     assert config.guards.max_rollbacks_per_day == 3 and config.guards.timeout == 600
     assert config.dry_run is False
     assert config.server.bind == "0.0.0.0:9095"
-    # The seven rollback triggers of SPEC.md, with ids, confidence and reasons.
+    # The seven default rollback triggers (docs/contracts.md), with ids, confidence and reasons.
     assert set(config.triggers) == {
         "CriticalErrorRate",
         "CriticalP95Latency",

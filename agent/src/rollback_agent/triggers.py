@@ -1,4 +1,4 @@
-"""The alerts that trigger an automated rollback by default (SPEC.md, "Alerts that trigger ...")."""
+"""The alerts that trigger an automated rollback by default (docs/contracts.md, "Rollback triggers")."""
 
 from __future__ import annotations
 
