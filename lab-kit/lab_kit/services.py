@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import signal
@@ -10,12 +11,16 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 from lab_kit.inventory import Lab
 from lab_kit.paths import CAPTURE_DIR, RELEASES_BUNDLE, RELEASES_REPO, ROOT
 
 PIDFILE = CAPTURE_DIR / "capture.pid"
+# The code the running capture server was started from: a newer lab_kit restarts it (messages are
+# kept in CAPTURE_DIR), so a lab that was up before an upgrade answers what the new agents send.
+CODE_STAMP = CAPTURE_DIR / "capture.code"
 RELEASE_NAMES = ("v1", "v2", "v3", "v3-slow")
 
 
@@ -50,8 +55,10 @@ def _pid() -> int | None:
 
 
 def ensure_capture(lab: Lab) -> bool:
-    """Start the capture server unless it runs; True when it was started."""
-    if _pid() is not None and capture_healthy(lab):
+    """Start the capture server unless it runs from the current code; True when it was started."""
+    code = _capture_code()
+    current = CODE_STAMP.read_text().strip() if CODE_STAMP.exists() else None
+    if _pid() is not None and capture_healthy(lab) and current == code:
         return False
     stop_capture()
     CAPTURE_DIR.mkdir(parents=True, exist_ok=True)
@@ -63,6 +70,7 @@ def ensure_capture(lab: Lab) -> bool:
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
     )
     PIDFILE.write_text(str(proc.pid))
+    CODE_STAMP.write_text(code + "\n")
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         if capture_healthy(lab):
@@ -71,6 +79,14 @@ def ensure_capture(lab: Lab) -> bool:
             break
         time.sleep(0.2)
     raise RuntimeError(f"the capture server did not start: see {CAPTURE_DIR / 'capture.log'}")
+
+
+def _capture_code() -> str:
+    """A digest of the lab_kit sources the capture server runs (capture.py and what it imports)."""
+    digest = hashlib.sha256()
+    for source in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(source.name.encode() + b"\0" + source.read_bytes())
+    return digest.hexdigest()
 
 
 def stop_capture() -> bool:
