@@ -272,7 +272,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
 def cmd_rollback(args: argparse.Namespace) -> int:
     from rollback_agent.locking import LockBusyError
-    from rollback_agent.planner import build_plan
+    from rollback_agent.planner import build_plan, preview_downgrade
     from rollback_agent.recovery import recover
     from rollback_agent.report import incident_summary
     from rollback_agent.rollback import execute
@@ -280,6 +280,8 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
     host = _host(_load(args))
     plan = build_plan(host, manual=True, to=args.to)
+    if args.dry_run:
+        preview_downgrade(host, plan)
     blocked = plan.blocked_by
     base = {"plan": plan.as_dict(), "dry_run": args.dry_run}
     if args.dry_run or blocked is not None:
@@ -343,6 +345,9 @@ def _print_plan(plan: Plan, echo: Callable[[str], None] = print) -> None:
         f"(alembic {plan.to_revision or '-'}, {plan.to_revision_source or '-'}); "
         f"units {', '.join(plan.units)}"
     )
+    if plan.downgrade is not None:
+        echo(f"  database: {plan.downgrade.get('summary') or plan.downgrade.get('error')}")
+        echo(f"  -> {plan.downgrade['action']} ({plan.downgrade.get('reason', '')})")
     for g in plan.guards:
         mark = "ok " if g.ok else ("NO " if g.enforced else "(!)")
         echo(f"  {mark} {g.name}: {g.detail}" + ("" if g.enforced or g.ok else " [not enforced by hand]"))

@@ -109,6 +109,11 @@ class DeploymentConfig(_Section):
 class MigrationsConfig(_Section):
     command: Command
     environment_file: Path | None = None
+    # A downgrade that drops tables/columns holding rows: refuse it, back them up first, or run it.
+    destructive_downgrade: Literal["block", "backup_then_run", "run"] = "backup_then_run"
+    # {path} (under state_dir/backups/), {incident}, {tables} / {table_args} (-t T ...); None: built in.
+    backup_command: Command | None = None
+    count_timeout: Duration = 10.0  # statement timeout of the read-only row counts
 
     @field_validator("environment_file")
     @classmethod

@@ -30,7 +30,7 @@ from rollback_agent.durations import format_duration
 from rollback_agent.host import Host
 from rollback_agent.locking import LockBusyError, OperationLock
 from rollback_agent.payload import Alert, WebhookPayload
-from rollback_agent.planner import Plan, build_plan, utc
+from rollback_agent.planner import Plan, build_plan, preview_downgrade, utc
 from rollback_agent.recovery import recover
 from rollback_agent.rollback import spawn
 from rollback_agent.state import BLOCKED, DRY_RUN, RUNNING, AlertInstance, new_incident_id
@@ -263,6 +263,8 @@ def simulate(
                 and corroborated(host, [Seen(item, now)], now, plan.from_sha, trigger) is None
             ):
                 would, reason = WAITING, _waiting_reason(host, [Seen(item, now)], now)
+    if would in (ACCEPTED, DRY_RUN):  # what the database phase would do (alembic renders the SQL)
+        preview_downgrade(host, plan)
     return Simulation(alert_name, alert_labels, trigger, would, reason, plan, checks)
 
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 
 import git
 
+from rollback_agent import datasafety
 from rollback_agent.durations import format_duration
 from rollback_agent.gitops import GitError
 from rollback_agent.migrations import MigrationError, release_revision
@@ -47,6 +48,7 @@ class Plan:
     arrival_incident: str | None = None  # the rollback that put it in place
     units: list[str] = field(default_factory=list)
     guards: list[Guard] = field(default_factory=list)
+    downgrade: dict[str, Any] | None = None  # preview_downgrade: SQL, dropped objects, rows, action
 
     @property
     def blocked_by(self) -> Guard | None:
@@ -226,6 +228,21 @@ def _build_plan(host: Host, *, manual: bool, to: str | None, now: float) -> Plan
                 if config.dry_run
                 else "live mode",
             )
+        )
+    return plan
+
+
+def preview_downgrade(host: Host, plan: Plan, timeout: float = 60.0) -> Plan:
+    """Fill ``plan.downgrade``: the downgrade's offline SQL, what it drops, the rows, the policy's answer.
+
+    alembic renders the SQL and the rows are counted: seconds, so the plans of ``test`` and
+    ``rollback --dry-run`` show it, not every webhook (the incident records the one that ran).
+    """
+    if host.migrations is None or not (plan.from_sha and plan.from_revision and plan.to_revision):
+        return plan
+    if plan.from_revision != plan.to_revision:
+        plan.downgrade = datasafety.preview(
+            host.migrations, host.deployment, plan.from_sha, plan.from_revision, plan.to_revision, timeout
         )
     return plan
 

@@ -37,7 +37,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-from rollback_agent import metrics, preflight, procs
+from rollback_agent import datasafety, metrics, preflight, procs
 from rollback_agent.durations import format_duration
 from rollback_agent.gitops import GitError
 from rollback_agent.host import Host
@@ -46,7 +46,7 @@ from rollback_agent.migrations import MigrationError, release_revision
 from rollback_agent.notify import short
 from rollback_agent.observe import Observed, database_revision, observe
 from rollback_agent.recovery import exit_cause, reaped
-from rollback_agent.state import FAILED, INTERRUPTED, SUCCESS, TIMED_OUT, Incident
+from rollback_agent.state import BLOCKED, FAILED, INTERRUPTED, SUCCESS, TIMED_OUT, Incident
 from rollback_agent.steps import Deadline, StepError
 from rollback_agent.units import restart_units, verify
 
@@ -63,6 +63,13 @@ PROGRESS = dict(PHASES)
 
 class RollbackInterruptedError(Exception):
     pass
+
+
+class DowngradeBlockedError(StepError):
+    """The downgrade would destroy rows (or the release forbids it): nothing was changed."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("initiated", message)
 
 
 class RollbackRun:
@@ -84,6 +91,7 @@ class RollbackRun:
         self.phase_id: int | None = None
         self.phase = "initiated"
         self.downgraded = False
+        self.code_only = False  # the schema stays (a blocked destructive downgrade, code declared compatible)
         self.code_switched = False
         self.ref_moved = False
         self.restarted = False  # a restart command ran (whatever it answered)
@@ -161,7 +169,9 @@ class RollbackRun:
             self._detail("checks: " + ", ".join(f"{k} {v}" for k, v in checks.items()))
             self._enter("done", notify=False)
         except StepError as exc:
-            result = TIMED_OUT if exc.timed_out else FAILED
+            result = (
+                TIMED_OUT if exc.timed_out else BLOCKED if isinstance(exc, DowngradeBlockedError) else FAILED
+            )
             failed_step, error = exc.step, self.host.redact(exc.message)
             if exc.timed_out:
                 error = f"guards.timeout ({format_duration(self.config.guards.timeout)}) reached: {error}"
@@ -308,7 +318,54 @@ class RollbackRun:
             if problems:
                 raise StepError("initiated", "preflight: " + "; ".join(problems))
             self._detail(f"preflight ok: database at {self.live_revision}")
+            if target_revision and self.live_revision != target_revision:
+                self._data_safety(self.live_revision, target_revision)
         return target_revision
+
+    def _data_safety(self, live_revision: str, target_revision: str) -> None:
+        """Before any change: the downgrade's SQL, what it drops and its rows, then the policy.
+
+        Blocks (``DowngradeBlockedError``), backs up (a failing backup stops here), switches to a
+        code-only rollback, or lets the downgrade run; everything is recorded in the incident.
+        """
+        migrations, inc = self.host.migrations, self.incident
+        assert migrations is not None
+        try:
+            declaration = datasafety.release_declaration(self.host.deployment, str(inc.from_sha))
+        except datasafety.DataSafetyError as exc:
+            raise StepError("initiated", f"preflight: {exc}") from None
+        if declaration.downgrade == "forbidden":
+            raise DowngradeBlockedError(
+                f"blocked: release {short(inc.from_sha)} declares downgrade: forbidden in "
+                f"{datasafety.RELEASE_FILE}: it is never rolled back automatically; a person rolls it back "
+                "by hand after saving its data"
+            )
+        self._check_time("initiated")
+        check = datasafety.render(migrations, live_revision, target_revision, self.deadline.cap(120.0))
+        try:
+            datasafety.count_rows(migrations, check, min(migrations.config.count_timeout, 120.0))
+        except datasafety.DataSafetyError as exc:
+            check.error = f"rows not counted: {exc}"
+        policy = migrations.config.destructive_downgrade
+        action, reason = datasafety.decide(policy, declaration, check)
+        record: dict[str, Any] = {"downgrade": check.as_dict() | {"policy": policy, "action": action}}
+        self.store.merge_detail(self.incident_id, **record)
+        self._detail(reason)
+        if action == datasafety.BLOCK:
+            raise DowngradeBlockedError(f"blocked: {reason}")
+        if action == datasafety.CODE_ONLY:
+            self.code_only = True
+        elif action == datasafety.BACKUP:
+            backups = self.config.state_dir / "backups"
+            try:
+                saved = datasafety.backup(
+                    migrations, check, self.incident_id, backups, max(1.0, self.deadline.remaining())
+                )
+            except datasafety.DataSafetyError as exc:
+                raise StepError("initiated", f"backup before the downgrade failed: {exc}") from None
+            record["downgrade"]["backup"] = saved.as_dict()
+            self.store.merge_detail(self.incident_id, **record)
+            self._detail(f"backup {saved.path} ({saved.size} bytes, sha256 {saved.sha256})")
 
     def _database(self, target_revision: str | None) -> None:
         migrations = self.host.migrations
@@ -316,6 +373,9 @@ class RollbackRun:
             self._detail("no migrations configured: skipped")
             return
         assert target_revision is not None
+        if self.code_only:
+            self._detail(f"schema left at {self.live_revision} (code-only rollback): no downgrade")
+            return
         from_revision = self.incident.from_revision
         if from_revision and from_revision == target_revision:
             self._detail(f"both releases run on revision {target_revision}: nothing to downgrade")
@@ -402,7 +462,7 @@ class RollbackRun:
             self.store.finish_deploy(
                 self.ledger_id,
                 outcome=outcome if live else "failed",
-                revision=self.incident.to_revision,
+                revision=self.live_revision if self.code_only else self.incident.to_revision,
                 deployed=live,
                 detail=f"{self.incident_id}: {result}" + ("" if live else " (restored)"),
             )
@@ -479,6 +539,8 @@ class RollbackRun:
         )
         if stuck:
             self._page(inc, error or "")
+        elif result == BLOCKED:
+            self.host.page(inc, f"rollback {inc.id} on {self.config.host} {error or 'blocked'}"[:400])
 
     def _page(self, inc: Incident, error: str) -> None:
         """Slack ``@here`` and, when configured, PagerDuty: a person is needed on this host."""

@@ -1,0 +1,289 @@
+"""A downgrade never loses data silently: its offline SQL is read and classified before it runs, the
+rows of what it drops are counted, and ``migrations.destructive_downgrade`` (block, backup_then_run,
+run) with the release's own ``rollback.yml`` decides. On SQLite and on a real PostgreSQL.
+
+Release v4 (on top of the sample's v3) creates ``payments_v4`` and writes rows to it; rolling it
+back to v3 drops that table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from agent_sample_repo import add_release, migration_source
+from agent_support import AgentEnv, basic_auth, payload
+
+pytestmark = pytest.mark.agent
+
+TRIGGER = "/api/admin/rollback/trigger"
+PAYMENTS_UP = """
+op.create_table(
+    "payments_v4",
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("amount_cents", sa.BigInteger, nullable=False),
+)
+"""
+PAYMENTS_DOWN = 'op.drop_table("payments_v4")'
+INDEX_UP = 'op.create_index("ix_accounts_name", "accounts", ["name"])'
+INDEX_DOWN = 'op.drop_index("ix_accounts_name", table_name="accounts")'
+
+
+def release_v4(env: AgentEnv, up: str, down: str, declaration: str | None = None) -> str:
+    files = {
+        "app.py": 'VERSION = "v4"\n',
+        "migrations/versions/d4000004_v4.py": migration_source("d4000004", "c3000003", up, down),
+    }
+    if declaration is not None:
+        files["rollback.yml"] = declaration
+    sha = add_release(env.repo, "v4", files)
+    env.shas["v4"] = sha
+    result = env.deploy("v4")
+    assert result.result == "deployed", result.as_dict()
+    env.clear_calls()
+    return sha
+
+
+def with_payments(env: AgentEnv, rows: int = 3, declaration: str | None = None) -> None:
+    release_v4(env, PAYMENTS_UP, PAYMENTS_DOWN, declaration)
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(env.database_url)
+    with engine.begin() as conn:
+        for i in range(rows):
+            conn.execute(
+                text("INSERT INTO payments_v4 (id, amount_cents) VALUES (:i, :a)"), {"i": i + 1, "a": 100 * i}
+            )
+    engine.dispose()
+
+
+def payments(env: AgentEnv) -> int:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(env.database_url)
+    with engine.connect() as conn:
+        count = int(conn.execute(text("SELECT count(*) FROM payments_v4")).scalar_one())
+    engine.dispose()
+    return count
+
+
+def pagerduty(env: AgentEnv, tmp_path: Path, **migrations: object) -> None:
+    key = tmp_path / "pagerduty-key"
+    key.write_text("R0UT1NGKEY-for-tests\n")
+    key.chmod(0o600)
+    assert env.server is not None
+    env.write_config(
+        notify={
+            "pagerduty": {"routing_key_file": str(key), "api_url": env.server.base + "/pagerduty/v2/enqueue"}
+        },
+        migrations=migrations,
+    )
+
+
+def trigger(env: AgentEnv) -> dict:
+    response = env.client().post(TRIGGER, json=payload(), headers=basic_auth())
+    data = response.get_json()
+    assert response.status_code == 202, data
+    return env.wait_incident(data["incident_id"])
+
+
+def unchanged_at_v4(env: AgentEnv, rows: int = 3) -> None:
+    assert env.db_revision() == "d4000004"
+    assert payments(env) == rows
+    assert env.head_sha() == env.deployed_sha() == env.shas["v4"]
+    assert env.app_version() == "v4"
+    assert env.restarts() == []
+
+
+def wait_pages(env: AgentEnv, count: int = 1, timeout: float = 20.0) -> list[dict]:
+    assert env.server is not None
+    deadline = time.monotonic() + timeout
+    while len(env.server.pages) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return list(env.server.pages)
+
+
+@pytest.fixture
+def pg_env(tmp_path, capture, postgres_server) -> AgentEnv:
+    import agent_sample_repo
+
+    url = postgres_server.create_database(f"rollback_agent_ds_{uuid.uuid4().hex[:8]}")
+    shas = agent_sample_repo.build_repo(tmp_path / "app")
+    env = AgentEnv(tmp_path, shas, capture, url.replace("postgresql://", "postgresql+psycopg2://"))
+    env.pg_server = postgres_server  # type: ignore[attr-defined]
+    for tag in ("v1", "v2", "v3"):
+        assert env.deploy(tag).result == "deployed"
+    return env
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_env(request) -> AgentEnv:
+    return request.getfixturevalue("agent_env" if request.param == "sqlite" else "pg_env")
+
+
+def backups(env: AgentEnv) -> list[Path]:
+    folder = env.state_dir / "backups"
+    return sorted(folder.iterdir()) if folder.exists() else []
+
+
+# --- the classification ---------------------------------------------------------------------------------
+def test_classification_of_rendered_sql() -> None:
+    from rollback_agent.datasafety import DESTRUCTIVE, SAFE, DowngradeCheck, classify
+
+    sql = """-- Running downgrade d4 -> c3
+DROP TABLE payments_v4;
+ALTER TABLE accounts DROP COLUMN email;
+ALTER TABLE accounts ALTER COLUMN name TYPE VARCHAR(10);
+ALTER TABLE accounts DROP CONSTRAINT fk_x;
+ALTER TABLE accounts ALTER COLUMN name DROP NOT NULL;
+UPDATE alembic_version SET version_num='c3' WHERE alembic_version.version_num = 'd4';
+"""
+    check = classify(DowngradeCheck("d4", "c3"), sql)
+    assert check.classification == DESTRUCTIVE
+    assert [(d.table, d.column) for d in check.dropped] == [("payments_v4", None), ("accounts", "email")]
+    assert len(check.statements) == 3  # the type change counts, the constraint/NOT NULL do not
+    safe = classify(DowngradeCheck("d4", "c3"), "DROP INDEX ix_a;\nALTER TABLE a DROP CONSTRAINT fk;\n")
+    assert safe.classification == SAFE and not safe.data_at_risk
+
+
+# --- each policy, on both databases ---------------------------------------------------------------------
+def test_a_safe_downgrade_runs_without_backup(any_env) -> None:
+    env = any_env
+    release_v4(env, INDEX_UP, INDEX_DOWN)
+    incident = trigger(env)
+    assert incident["status"] == "success", incident
+    downgrade = incident["detail"]["downgrade"]
+    assert downgrade["classification"] == "safe" and downgrade["action"] == "run"
+    assert "DROP INDEX" in downgrade["sql"]
+    assert env.db_revision() == "c3000003" and env.app_version() == "v3"
+    assert backups(env) == []
+
+
+def test_block_leaves_everything_and_pages(any_env, tmp_path) -> None:
+    env = any_env
+    pagerduty(env, tmp_path, destructive_downgrade="block")
+    with_payments(env)
+    incident = trigger(env)
+    assert incident["status"] == "blocked" and incident["failed_step"] == "initiated", incident
+    assert "drops table payments_v4 (3 rows)" in incident["error"]
+    assert "nothing was changed" in incident["error"]
+    downgrade = incident["detail"]["downgrade"]
+    assert downgrade["classification"] == "destructive" and downgrade["action"] == "block"
+    assert downgrade["dropped"] == [{"table": "payments_v4", "column": None, "rows": 3}]
+    unchanged_at_v4(env)
+    pages = wait_pages(env)
+    assert len(pages) == 1 and "payments_v4" in str(pages[0])
+    assert backups(env) == []
+
+
+def test_block_rolls_the_code_back_only_when_the_release_declares_it_compatible(any_env, tmp_path) -> None:
+    env = any_env
+    pagerduty(env, tmp_path, destructive_downgrade="block")
+    with_payments(env, declaration="downgrade: destructive\ncode_compatible_with_newer_schema: true\n")
+    incident = trigger(env)
+    assert incident["status"] == "success", incident
+    assert incident["detail"]["downgrade"]["action"] == "code_only"
+    assert env.app_version() == "v3" and env.deployed_sha() == env.shas["v3"]
+    assert env.db_revision() == "d4000004"  # the schema stays, with its rows
+    assert payments(env) == 3
+    assert "schema left at d4000004 (code-only rollback)" in str(incident["phases"])
+
+
+def test_backup_then_run_keeps_a_restorable_copy(any_env, tmp_path) -> None:
+    env = any_env
+    with_payments(env, rows=5)
+    incident = trigger(env)
+    assert incident["status"] == "success", incident
+    downgrade = incident["detail"]["downgrade"]
+    assert downgrade["action"] == "backup" and downgrade["dropped"][0]["rows"] == 5
+    saved = downgrade["backup"]
+    path = Path(saved["path"])
+    assert path.parent == env.state_dir / "backups" and path.is_file()
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == saved["sha256"]
+    assert env.db_revision() == "c3000003" and "payments_v4" not in env.db_tables()
+    if env.database_url.startswith("sqlite"):
+        copy = sqlite3.connect(path)
+        assert copy.execute("SELECT count(*) FROM payments_v4").fetchone() == (5,)
+        copy.close()
+        return
+    server = env.pg_server  # type: ignore[attr-defined]
+    restored = f"restored_{uuid.uuid4().hex[:8]}"
+    server.create_database(restored)
+    base = ["-h", server.host, "-p", str(server.port), "-U", server.user, "-d", restored]
+    subprocess.run(["pg_restore", *base, str(path)], check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        ["psql", *base, "-X", "-A", "-t", "-c", "SELECT count(*), sum(amount_cents) FROM payments_v4"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    assert out.stdout.strip() == "5|1000"
+
+
+def test_a_failing_backup_changes_nothing(any_env, tmp_path) -> None:
+    env = any_env
+    env.write_config(migrations={"backup_command": ["false"]})
+    with_payments(env)
+    incident = trigger(env)
+    assert incident["status"] == "failed" and incident["failed_step"] == "initiated", incident
+    assert (
+        "backup before the downgrade failed" in incident["error"]
+        and "nothing was changed" in incident["error"]
+    )
+    unchanged_at_v4(env)
+
+
+def test_run_records_the_sql_and_the_counts(any_env) -> None:
+    env = any_env
+    env.write_config(migrations={"destructive_downgrade": "run"})
+    with_payments(env, rows=2)
+    tables_before = set(env.db_tables())
+    incident = trigger(env)
+    assert incident["status"] == "success", incident
+    downgrade = incident["detail"]["downgrade"]
+    assert downgrade["action"] == "run" and downgrade["dropped"][0]["rows"] == 2
+    # The offline SQL names exactly what the real downgrade removed.
+    gone = tables_before - set(env.db_tables())
+    assert gone == {d["table"] for d in downgrade["dropped"] if d["column"] is None} == {"payments_v4"}
+    assert "DROP TABLE payments_v4" in downgrade["sql"]
+    assert backups(env) == []
+
+
+def test_a_release_declaring_forbidden_never_rolls_back_automatically(any_env, tmp_path) -> None:
+    env = any_env
+    pagerduty(env, tmp_path, destructive_downgrade="run")
+    with_payments(env, declaration="downgrade: forbidden\n")
+    incident = trigger(env)
+    assert incident["status"] == "blocked", incident
+    assert "forbidden" in incident["error"] and "nothing was changed" in incident["error"]
+    unchanged_at_v4(env)
+    assert len(wait_pages(env)) == 1
+
+
+def test_the_plan_shows_the_offline_sql_that_alembic_then_runs(any_env, capsys) -> None:
+    from rollback_agent.cli import main
+
+    env = any_env
+    env.write_config(migrations={"destructive_downgrade": "run"})
+    with_payments(env, rows=4)
+    answer = env.client().post(
+        "/api/admin/rollback/test", json={"alert_name": "CriticalErrorRate"}, headers=basic_auth()
+    )
+    planned = answer.get_json()["plan"]["downgrade"]
+    assert planned["classification"] == "destructive" and planned["action"] == "run"
+    assert planned["dropped"] == [{"table": "payments_v4", "column": None, "rows": 4}]
+    assert planned["summary"].endswith("drops table payments_v4 (4 rows)")
+    assert main(["--config", str(env.config_path), "rollback", "--dry-run"]) == 0
+    assert "drops table payments_v4 (4 rows)" in capsys.readouterr().out
+    tables_before = set(env.db_tables())
+    incident = trigger(env)
+    assert incident["status"] == "success", incident
+    ran = incident["detail"]["downgrade"]
+    assert ran["sql"] == planned["sql"] and "DROP TABLE payments_v4" in ran["sql"]
+    assert tables_before - set(env.db_tables()) == {"payments_v4"}
+    assert env.db_revision() == "c3000003"
