@@ -399,3 +399,12 @@ def _copy_template(template: Path, dest: Path) -> None:
         src = template / name
         if src.exists():
             shutil.copytree(src, dest / name, symlinks=True)
+
+
+def run_cli(env: AgentEnv, capsys: Any, *args: str) -> tuple[int, str, str]:
+    """``rollback-agent --config <env's config> ARGS`` in process: exit code, stdout, stderr."""
+    from rollback_agent.cli import main
+
+    code = main(["--config", str(env.config_path), *args])
+    out, err = capsys.readouterr()
+    return code, out, err

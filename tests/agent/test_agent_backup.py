@@ -12,17 +12,11 @@ import threading
 import time
 
 import pytest
+from agent_support import run_cli as run
 from rollback_agent.backup import BackupError, backup, inspect
-from rollback_agent.cli import main
 from rollback_agent.state import SCHEMA_VERSION
 
 pytestmark = pytest.mark.agent
-
-
-def run(env, capsys, *args: str) -> tuple[int, str, str]:
-    code = main(["--config", str(env.config_path), *args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def rollback_once(env, capsys) -> str:

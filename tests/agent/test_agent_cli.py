@@ -11,15 +11,10 @@ import time
 
 import pytest
 from agent_support import alive
+from agent_support import run_cli as run
 from rollback_agent.cli import main
 
 pytestmark = pytest.mark.agent
-
-
-def run(env, capsys, *args: str) -> tuple[int, str, str]:
-    code = main(["--config", str(env.config_path), *args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_check_config_ok_and_broken(agent_env, capsys) -> None:

@@ -319,19 +319,7 @@ def decide_waiting(host: Host, now: float | None = None) -> list[dict[str, Any]]
     if not due:
         return []
     seen = [
-        Seen(
-            {
-                "alertname": i.alertname,
-                "fingerprint": i.fingerprint,
-                "starts_at": i.starts_at,
-                "status": "firing",
-                "trigger": i.trigger_id,
-                "confidence": i.confidence,
-                "decision": CANDIDATE,
-                "reason": "rollback trigger",
-            },
-            i.starts_ts,
-        )
+        _from_waiting(i, decision=CANDIDATE, reason="rollback trigger")
         for i in due
         if i.alertname in host.config.triggers
     ]
@@ -473,16 +461,22 @@ def _joining(host: Host, concerning: list[Seen], current: str | None) -> list[Se
     for i in host.store.waiting_instances():
         if (i.fingerprint, i.starts_at) in mine or i.release_sha != current:
             continue
-        item = {
-            "alertname": i.alertname,
-            "fingerprint": i.fingerprint,
-            "starts_at": i.starts_at,
-            "status": "firing",
-            "trigger": i.trigger_id,
-            "confidence": i.confidence,
-        }
-        joining.append(Seen(item, i.starts_ts))
+        joining.append(_from_waiting(i))
     return joining
+
+
+def _from_waiting(i: AlertInstance, **extra: str) -> Seen:
+    """A waiting alert instance as the decision path sees a firing alert of a webhook."""
+    item = {
+        "alertname": i.alertname,
+        "fingerprint": i.fingerprint,
+        "starts_at": i.starts_at,
+        "status": "firing",
+        "trigger": i.trigger_id,
+        "confidence": i.confidence,
+        **extra,
+    }
+    return Seen(item, i.starts_ts)
 
 
 def _earlier(host: Host, one: Seen, now: float, live_since: float) -> None:
