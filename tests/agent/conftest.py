@@ -5,6 +5,7 @@ server standing in for the application's health URL and for Slack.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,24 @@ def fresh_env(tmp_path: Path, capture: CaptureServer) -> AgentEnv:
     shas = sample_app.build_repo(tmp_path / "app")
     (tmp_path / "db").mkdir()
     return AgentEnv(tmp_path, shas, capture, f"sqlite:///{tmp_path / 'db' / 'app.db'}")
+
+
+@pytest.fixture
+def pg_env(tmp_path: Path, capture: CaptureServer, postgres_server: Any) -> AgentEnv:
+    """Like agent_env (v1, v2, v3 deployed), on a database of its own on the shared PostgreSQL."""
+    url = postgres_server.create_database(f"rollback_agent_{uuid.uuid4().hex[:8]}")
+    shas = sample_app.build_repo(tmp_path / "app")
+    env = AgentEnv(tmp_path, shas, capture, url.replace("postgresql://", "postgresql+psycopg2://"))
+    env.pg_server = postgres_server  # type: ignore[attr-defined]
+    for tag in ("v1", "v2", "v3"):
+        assert env.deploy(tag).result == "deployed"
+    return env
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_env(request: pytest.FixtureRequest) -> AgentEnv:
+    """The same test on SQLite (agent_env) and on PostgreSQL (pg_env)."""
+    return request.getfixturevalue("agent_env" if request.param == "sqlite" else "pg_env")
 
 
 @pytest.fixture(autouse=True)

@@ -108,24 +108,6 @@ def wait_pages(env: AgentEnv, count: int = 1, timeout: float = 20.0) -> list[dic
     return list(env.server.pages)
 
 
-@pytest.fixture
-def pg_env(tmp_path, capture, postgres_server) -> AgentEnv:
-    import agent_sample_repo
-
-    url = postgres_server.create_database(f"rollback_agent_ds_{uuid.uuid4().hex[:8]}")
-    shas = agent_sample_repo.build_repo(tmp_path / "app")
-    env = AgentEnv(tmp_path, shas, capture, url.replace("postgresql://", "postgresql+psycopg2://"))
-    env.pg_server = postgres_server  # type: ignore[attr-defined]
-    for tag in ("v1", "v2", "v3"):
-        assert env.deploy(tag).result == "deployed"
-    return env
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def any_env(request) -> AgentEnv:
-    return request.getfixturevalue("agent_env" if request.param == "sqlite" else "pg_env")
-
-
 def backups(env: AgentEnv) -> list[Path]:
     folder = env.state_dir / "backups"
     return sorted(folder.iterdir()) if folder.exists() else []

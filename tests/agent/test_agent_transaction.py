@@ -12,7 +12,6 @@ import contextlib
 import subprocess
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -77,23 +76,6 @@ def trigger(env: AgentEnv) -> dict:
     data = response.get_json()
     assert response.status_code == 202, data
     return env.wait_incident(data["incident_id"])
-
-
-@pytest.fixture
-def pg_env(tmp_path, capture, postgres_server) -> AgentEnv:
-    import agent_sample_repo
-
-    url = postgres_server.create_database(f"rollback_agent_tx_{uuid.uuid4().hex[:8]}")
-    shas = agent_sample_repo.build_repo(tmp_path / "app")
-    env = AgentEnv(tmp_path, shas, capture, url.replace("postgresql://", "postgresql+psycopg2://"))
-    for tag in ("v1", "v2", "v3"):
-        assert env.deploy(tag).result == "deployed"
-    return env
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def any_env(request) -> AgentEnv:
-    return request.getfixturevalue("agent_env" if request.param == "sqlite" else "pg_env")
 
 
 @contextlib.contextmanager
