@@ -109,12 +109,27 @@ def playbook(name: str, *args: str, quiet: bool = False, label: str | None = Non
                 sys.stdout.write(line)
                 sys.stdout.flush()
         rc = proc.wait()
+    if rc != 0 and quiet:
+        _show_failure(out_lines, log)
     result = PlayResult(name, time.monotonic() - start, rc, parse_recap("".join(out_lines)), log)
     record_timing(
         "playbook", playbook=name, label=label or name, seconds=round(result.seconds, 1), rc=rc,
         tasks=result.tasks, changed=result.changed,
     )
     return result
+
+
+def _show_failure(lines: list[str], log: Path, keep: int = 60) -> None:
+    """A quiet run that failed still shows why: its failed tasks and the recap (the rest is in the log)."""
+    marks = [i for i, line in enumerate(lines) if line.startswith(("fatal:", "failed:", "ERROR!", "[ERROR]"))]
+    start = max(0, (marks[0] - 3) if marks else len(lines) - keep)
+    excerpt = lines[start:start + keep]
+    recap = [i for i, line in enumerate(lines) if line.startswith("PLAY RECAP")]
+    if recap and recap[-1] >= start + keep:
+        excerpt += ["...\n", *lines[recap[-1]:]]
+    sys.stderr.write(f"--- {log.name}: the failure (whole output in {log}) ---\n")
+    sys.stderr.writelines(excerpt)
+    sys.stderr.flush()
 
 
 def record_timing(kind: str, **fields: Any) -> None:

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 from agent_sample_repo import REVISIONS, TABLES, add_release, migration_source
+from agent_support import AgentEnv
 
 pytestmark = pytest.mark.agent
 
@@ -160,3 +161,43 @@ def test_deploy_fetches_new_releases_from_the_remote(agent_env, tmp_path) -> Non
     assert result.result == "deployed" and result.sha == sha5
     # The deploy pushed the ref to the remote (GitOps).
     assert git.Repo(upstream).git.rev_parse("refs/heads/deployed") == sha5
+
+
+def _provisioned_host(tmp_path, capture) -> tuple[AgentEnv, dict[str, str]]:
+    """A host as the roles leave it: an empty repository whose remote has the releases (nothing
+    checked out, no migration scripts on disk yet) and an empty database."""
+    import git
+    from agent_sample_repo import build_repo, commit
+
+    upstream = tmp_path / "upstream"
+    shas = build_repo(upstream)
+    repo = git.Repo(upstream)
+    repo.git.checkout("-q", "-b", "broken", "v1")
+    broken = migration_source("b9000009", "a1000001", 'raise RuntimeError("broken migration (test)")', "pass")
+    shas["broken"] = commit(repo, "release broken", {"migrations/versions/b9000009_broken.py": broken}, "broken")
+    repo.git.checkout("-q", "main")
+    repo.close()
+    git.Repo.init(tmp_path / "app").create_remote("origin", str(upstream))
+    (tmp_path / "db").mkdir()
+    env = AgentEnv(tmp_path, shas, capture, f"sqlite:///{tmp_path / 'db' / 'app.db'}")
+    env.write_config(deployment={"remote": "origin"})
+    return env, shas
+
+
+def test_the_first_deploy_of_a_provisioned_host(tmp_path, capture) -> None:
+    env, shas = _provisioned_host(tmp_path, capture)
+    result = env.deploy("v1")
+    assert result.result == "deployed", result.as_dict()
+    assert env.deployed_sha() == env.head_sha() == shas["v1"]
+    assert env.db_revision() == REVISIONS["v1"] and env.db_tables() == TABLES["v1"]
+
+
+def test_a_failed_first_deploy_leaves_the_database_where_it_started(tmp_path, capture) -> None:
+    env, shas = _provisioned_host(tmp_path, capture)
+    result = env.deploy("broken")
+    assert result.result == "failed" and result.failed_step == "migrate", result.as_dict()
+    # a1000001 ran, b9000009 failed: the schema goes back to base (empty), nothing half done.
+    assert env.db_revision() is None and env.db_tables() == {}
+    assert env.agent().deployment.current_sha() is None  # the ref was never moved
+    assert env.deploy("v1").result == "deployed"
+    assert env.db_revision() == REVISIONS["v1"]

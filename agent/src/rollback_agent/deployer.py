@@ -130,8 +130,11 @@ class Deployer:
             return
         t = time.monotonic()
         problems = preflight.change_problems(host)
+        previous_head = deployment.head_sha()
         start_revision: str | None = None
-        if not problems and host.migrations is not None:
+        # A host's first deploy has no release checked out yet, hence no migration scripts to read
+        # the database's revision with: the new release's scripts read it after the checkout.
+        if not problems and host.migrations is not None and previous_head is not None:
             try:
                 start_revision = host.migrations.current(deadline.cap(120.0))
             except MigrationError as exc:
@@ -141,7 +144,6 @@ class Deployer:
             out.error = "; ".join(problems) + "; nothing was changed"
             self._step(out, "preflight", False, out.error, t)
             return
-        previous_head = deployment.head_sha()
         ledger = store.start_deploy(kind="deploy", sha=sha, ref=ref, previous_sha=current)
         revision: str | None = None
         downgraded_from: str | None = None
@@ -169,6 +171,8 @@ class Deployer:
             self._step(out, "checkout", True, f"checked out {short(sha)}", t)
             if host.migrations is not None:
                 t = time.monotonic()
+                if previous_head is None:  # the first deploy: the revision its upgrade starts from
+                    before_upgrade = host.migrations.current(deadline.cap(120.0))
                 result = host.migrations.upgrade_head(deadline.remaining())
                 if not result.ok:
                     raise StepError(
