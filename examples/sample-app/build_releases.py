@@ -6,7 +6,8 @@ Releases (annotated tags) and what each one changes:
 
     v1       users, transactions, balances; migration 0001
     v2       + spending by category; migration 0002            (parent v1)
-    v3       + transaction fees; migration 0003; DEFECT: every
+    v2.1     a healthy maintenance release: no migration       (parent v2, branch maintenance)
+    v3       + transaction fees charged in fee_charges; migration 0003; DEFECT: every
                transaction above 200 fails with a 500          (parent v2, branch main)
     v3-slow  + the same fees and migration 0003; DEFECT: every
                transaction takes over a second                 (parent v2, branch slow)
@@ -47,6 +48,13 @@ class Release:
 RELEASES = (
     Release("v1", None, "2026-01-05T10:00:00+00:00", "Release v1: users, transactions and balances"),
     Release("v2", "v1", "2026-01-12T10:00:00+00:00", "Release v2: spending by category (migration 0002)"),
+    Release(
+        "v2.1", "v2", "2026-01-15T10:00:00+00:00",
+        "Release v2.1: maintenance (no migration, no behaviour change)\n\n"
+        "A healthy release: the lab deploys it before breaking something that is not\n"
+        "the release (make lab-break SCENARIO=not-the-cause).",
+        branch="maintenance",
+    ),
     Release(
         "v3", "v2", "2026-01-19T10:00:00+00:00",
         "Release v3: transaction fees (migration 0003)\n\n"

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from testkit.net import free_port, wait_for_port
+from testkit.postgres import PG_BIN
 from testkit.tools import require_tool
 
 HERE = Path(__file__).resolve().parent
@@ -75,6 +76,14 @@ class Service:
             [str(VENV_BIN / "alembic"), "-c", "alembic.ini", *args],
             cwd=self.tree, env=self.env, check=True, capture_output=True, text=True,
         )
+
+    def psql(self, query: str) -> str:
+        """One query on the service's database, rows as ``a|b`` lines."""
+        return subprocess.run(
+            [str(PG_BIN / "psql"), "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", self.env["DATABASE_URL"],
+             "-c", query],
+            check=True, capture_output=True, text=True,
+        ).stdout
 
     def start(self) -> None:
         port = free_port()

@@ -67,9 +67,12 @@ def test_release_history_is_real_and_reproducible(releases: Any, tmp_path: Path)
     git = ["git", "-C", str(releases.repo)]
     parents = {
         r: subprocess.run([*git, "rev-parse", f"{r}^"], capture_output=True, text=True).stdout.strip()
-        for r in ("v2", "v3", "v3-slow")
+        for r in ("v2", "v2.1", "v3", "v3-slow")
     }
-    assert parents == {"v2": releases.shas["v1"], "v3": releases.shas["v2"], "v3-slow": releases.shas["v2"]}
+    v2 = releases.shas["v2"]
+    assert parents == {"v2": releases.shas["v1"], "v2.1": v2, "v3": v2, "v3-slow": v2}
+    healthy = subprocess.run([*git, "diff", "--name-only", "v2", "v2.1"], capture_output=True, text=True)
+    assert healthy.stdout.split() == ["sample_app/release.py"]  # v2.1: no migration, nothing else
     diff = subprocess.run([*git, "diff", "--name-only", "v2", "v3"], capture_output=True, text=True)
     files = diff.stdout.split()
     assert "migrations/versions/0003_transaction_fees.py" in files
@@ -143,6 +146,9 @@ def test_v3_fails_transactions_above_200_and_counts_them(service_factory: Any, d
     assert code == 201 and ok["fee"] == "1.50"
     code, err = call("POST", f"{svc.url}/api/transactions", {"user_id": user, "amount": "250"})
     assert code == 500 and err == {"error": "internal_error", "detail": "LookupError"}
+    # every fee charged is a row of fee_charges (what the downgrade to v2 would drop); the failed one is not
+    charges = svc.psql("SELECT tier, fee FROM fee_charges")
+    assert charges.split() == ["standard|1.50"], charges
     text = metrics(svc.url)
     assert sample(text, "mita_http_requests_total", endpoint="/api/transactions", status="500") == 1
     assert sample(text, "mita_transactions_total", status="failed") == 1
