@@ -174,7 +174,8 @@ def _provisioned_host(tmp_path, capture) -> tuple[AgentEnv, dict[str, str]]:
     repo = git.Repo(upstream)
     repo.git.checkout("-q", "-b", "broken", "v1")
     broken = migration_source("b9000009", "a1000001", 'raise RuntimeError("broken migration (test)")', "pass")
-    shas["broken"] = commit(repo, "release broken", {"migrations/versions/b9000009_broken.py": broken}, "broken")
+    files = {"migrations/versions/b9000009_broken.py": broken}
+    shas["broken"] = commit(repo, "release broken", files, "broken")
     repo.git.checkout("-q", "main")
     repo.close()
     git.Repo.init(tmp_path / "app").create_remote("origin", str(upstream))
@@ -193,7 +194,7 @@ def test_the_first_deploy_of_a_provisioned_host(tmp_path, capture) -> None:
 
 
 def test_a_failed_first_deploy_leaves_the_database_where_it_started(tmp_path, capture) -> None:
-    env, shas = _provisioned_host(tmp_path, capture)
+    env, _shas = _provisioned_host(tmp_path, capture)
     result = env.deploy("broken")
     assert result.result == "failed" and result.failed_step == "migrate", result.as_dict()
     # a1000001 ran, b9000009 failed: the schema goes back to base (empty), nothing half done.
