@@ -273,6 +273,48 @@ class RetentionConfig(_Section):
     deploys: Annotated[int, Field(ge=10)] = 1000
 
 
+class PeerConfig(_Section):
+    """Another agent of the fleet: its name and the base URL of its HTTP API."""
+
+    host: NonEmptyStr
+    url: NonEmptyStr
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, v: str) -> str:
+        if not re.match(r"^https?://[^/\s]+(/\S*)?$", v):
+            raise ValueError(f"must be an http:// or https:// URL, got {v!r}")
+        return v.rstrip("/")
+
+
+class FleetConfig(_Section):
+    """Rollbacks in waves: wave N > 0 waits for every earlier-wave peer to succeed first."""
+
+    wave: Annotated[int, Field(ge=0, le=1000)] = 0
+    peers: list[PeerConfig] = []
+    wave_timeout: Duration = 300.0
+    on_peer_unreachable: Literal["proceed", "abort"] = "proceed"
+    poll_interval: Duration = 2.0
+    request_timeout: Duration = 5.0
+    # CA bundle that signs the peers' certificates (https peers); the system's CAs when unset.
+    ca_file: Path | None = None
+
+    @field_validator("peers")
+    @classmethod
+    def _unique(cls, v: list[PeerConfig]) -> list[PeerConfig]:
+        seen: set[str] = set()
+        for peer in v:
+            if peer.host in seen:
+                raise ValueError(f"peer host {peer.host!r} is listed twice (peer hosts must be unique)")
+            seen.add(peer.host)
+        return v
+
+    @field_validator("ca_file")
+    @classmethod
+    def _ca_abs(cls, v: Path | None) -> Path | None:
+        return _absolute(v) if v is not None else None
+
+
 class Config(_Section):
     host: NonEmptyStr = Field(default_factory=socket.gethostname)
     state_dir: Path = Path("/var/lib/rollback-agent")
@@ -288,6 +330,8 @@ class Config(_Section):
     dry_run: bool = False
     server: ServerConfig = ServerConfig()
     retention: RetentionConfig = RetentionConfig()
+    # Rollbacks in waves across the fleet; unset: this host rolls back on its own (no waiting).
+    fleet: FleetConfig | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     # Where the configuration was read from (the background runner re-reads the same file).
@@ -310,6 +354,14 @@ class Config(_Section):
         merged: dict[str, Any] = {name: dict(entry) for name, entry in DEFAULT_TRIGGERS.items()}
         merged.update(v)
         return merged
+
+    @model_validator(mode="after")
+    def _not_own_peer(self) -> Config:
+        if self.fleet is not None and any(p.host == self.host for p in self.fleet.peers):
+            raise ValueError(
+                f"fleet.peers lists this host ({self.host!r}) itself: list the other agents only"
+            )
+        return self
 
     @property
     def db_path(self) -> Path:

@@ -100,6 +100,8 @@ class Host:
                 "from_sha": inc.from_sha,
                 "to_sha": inc.to_sha,
                 "runner_pid": inc.runner_pid,
+                # waiting_for_wave: the host's wave and the peers it waits for (fleet.py)
+                "fleet": inc.detail.get("fleet"),
             }
         holder = read_holder(self.config.lock_path) or {}
         return {

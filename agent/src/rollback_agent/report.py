@@ -84,6 +84,7 @@ def status(host: Host, history: int = 10) -> dict[str, Any]:
         "guards": config.guards.model_dump(),
         "deployment": current_release(host),
         "in_progress": busy,
+        "fleet": fleet_config(host),
         # Read now, not remembered: ref, HEAD, database revision and units; stuck incidents.
         "observed": observe(host, timeout=30.0, database=busy is None).as_dict(),
         "stuck": stuck(host),
@@ -92,6 +93,16 @@ def status(host: Host, history: int = 10) -> dict[str, Any]:
         "history": incident_history(host, history),
         "recent_webhooks": [_webhook_item(w) for w in host.store.recent_webhooks(limit=history)],
     }
+
+
+def fleet_config(host: Host) -> dict[str, Any] | None:
+    """This host's wave and peers (None: no fleet, the host rolls back on its own)."""
+    fleet = host.config.fleet
+    if fleet is None:
+        return None
+    data = fleet.model_dump(mode="json")
+    data["peers"] = [{"host": p.host, "url": p.url} for p in fleet.peers]
+    return data
 
 
 def history(host: Host, limit: int = 50) -> dict[str, Any]:

@@ -37,7 +37,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-from rollback_agent import datasafety, metrics, preflight, procs
+from rollback_agent import datasafety, fleet, metrics, preflight, procs
 from rollback_agent.durations import format_duration
 from rollback_agent.gitops import GitError
 from rollback_agent.host import Host
@@ -46,7 +46,7 @@ from rollback_agent.migrations import MigrationError, release_revision
 from rollback_agent.notify import short
 from rollback_agent.observe import Observed, database_revision, observe
 from rollback_agent.recovery import exit_cause, reaped
-from rollback_agent.state import BLOCKED, FAILED, INTERRUPTED, SUCCESS, TIMED_OUT, Incident
+from rollback_agent.state import ABORTED, BLOCKED, FAILED, INTERRUPTED, SUCCESS, TIMED_OUT, Incident
 from rollback_agent.steps import Deadline, StepError
 from rollback_agent.units import restart_units, verify
 
@@ -57,7 +57,14 @@ RECORD_PATIENCE = 300.0
 # How long the restore may take after SIGTERM/SIGINT (systemd's stop timeout is 90 s by default).
 INTERRUPTED_RESTORE = 15.0
 
-PHASES = (("initiated", 0), ("database", 40), ("application", 60), ("verify", 80), ("done", 100))
+PHASES = (
+    ("waiting_for_wave", 0),  # a host of wave N > 0: the earlier waves of the fleet first (fleet.py)
+    ("initiated", 0),
+    ("database", 40),
+    ("application", 60),
+    ("verify", 80),
+    ("done", 100),
+)
 PROGRESS = dict(PHASES)
 
 
@@ -70,6 +77,13 @@ class DowngradeBlockedError(StepError):
 
     def __init__(self, message: str) -> None:
         super().__init__("initiated", message)
+
+
+class WaveAbortedError(StepError):
+    """An earlier wave of the fleet did not succeed (or did not answer, with abort): nothing changed."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("waiting_for_wave", message)
 
 
 class RollbackRun:
@@ -157,6 +171,8 @@ class RollbackRun:
     def run(self) -> str:
         result, failed_step, error = SUCCESS, None, None
         try:
+            if fleet.waits(self.host, self.incident):
+                self._wait_for_wave()
             self._enter("initiated")
             target_revision = self._prepare()
             self._enter("database")
@@ -170,7 +186,13 @@ class RollbackRun:
             self._enter("done", notify=False)
         except StepError as exc:
             result = (
-                TIMED_OUT if exc.timed_out else BLOCKED if isinstance(exc, DowngradeBlockedError) else FAILED
+                TIMED_OUT
+                if exc.timed_out
+                else BLOCKED
+                if isinstance(exc, DowngradeBlockedError)
+                else ABORTED
+                if isinstance(exc, WaveAbortedError)
+                else FAILED
             )
             failed_step, error = exc.step, self.host.redact(exc.message)
             if exc.timed_out:
@@ -187,6 +209,21 @@ class RollbackRun:
             error = self._settle(error or "")
         self._finish(result, failed_step, error)
         return result
+
+    def _wait_for_wave(self) -> None:
+        """Phase ``waiting_for_wave``: the earlier waves of the fleet first (see ``fleet``)."""
+        self._enter("waiting_for_wave", notify=False)
+        wait = fleet.WaveWait(self.host, self.incident, self._detail)
+        awaited = ", ".join(p.host for p in wait.awaited()) or "-"
+        self.host.notify(
+            "waiting_for_wave", self.incident, detail=f"*Wave:* {wait.fleet.wave} · waiting for: {awaited}"
+        )
+        outcome = wait.run()
+        self._detail(outcome.message)
+        if not outcome.proceed:
+            raise WaveAbortedError(outcome.message)
+        # guards.timeout bounds the rollback itself, not the wait for the earlier waves.
+        self.deadline = Deadline.after(self.config.guards.timeout)
 
     # --- after a failure: compensate, then read the host --------------------------------------------
     def _changed(self) -> bool:
@@ -511,7 +548,7 @@ class RollbackRun:
                 "success", inc, progress=100, duration=duration, health=health, follow_up=follow_up
             )
             return
-        kind = {TIMED_OUT: "timed_out", INTERRUPTED: "interrupted"}.get(result, "failure")
+        kind = {TIMED_OUT: "timed_out", INTERRUPTED: "interrupted", ABORTED: "aborted"}.get(result, "failure")
         follow_up = ["`rollback-agent status` shows each phase and its output, and the host as it is now"]
         stuck = bool(self.outcome.get("stuck"))
         if stuck:

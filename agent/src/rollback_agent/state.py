@@ -32,8 +32,10 @@ SUCCESS = "success"
 FAILED = "failed"
 TIMED_OUT = "timed_out"
 INTERRUPTED = "interrupted"
+# A rollback that waited for an earlier wave of the fleet and stopped there: nothing changed.
+ABORTED = "aborted"
 EXECUTED = (RUNNING, SUCCESS, FAILED, TIMED_OUT, INTERRUPTED)
-RESULTS = (SUCCESS, FAILED, TIMED_OUT, INTERRUPTED)
+RESULTS = (SUCCESS, FAILED, TIMED_OUT, INTERRUPTED, ABORTED)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -798,6 +800,17 @@ class Store:
                 "SELECT id FROM incidents WHERE from_sha=? AND created_at >= ? AND source='webhook'"
                 " ORDER BY seq DESC LIMIT 1",
                 (sha, since),
+            ).fetchone()
+        return self.incident(row[0]) if row else None
+
+    def latest_rollback_of(self, sha: str) -> Incident | None:
+        """The newest incident about release ``sha`` that ran or was refused (webhook or CLI)."""
+        statuses = (*EXECUTED, BLOCKED, ABORTED)
+        with self.connect() as conn:
+            row = conn.execute(
+                "SELECT id FROM incidents WHERE from_sha=?"  # noqa: S608
+                f" AND status IN ({','.join('?' * len(statuses))}) ORDER BY seq DESC LIMIT 1",
+                (sha, *statuses),
             ).fetchone()
         return self.incident(row[0]) if row else None
 

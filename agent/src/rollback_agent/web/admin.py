@@ -1,12 +1,13 @@
-"""GET /api/admin/rollback/status, /history, /incidents/<id>; POST .../test; POST and DELETE .../freeze."""
+"""GET .../status, /history, /incidents/<id>, /fleet; POST .../test; POST and DELETE .../freeze."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from rollback_agent import report
+from rollback_agent import fleet, report
 from rollback_agent.decisions import simulate
 from rollback_agent.freeze import FreezeError, freeze, unfreeze
 from rollback_agent.web import host_of, require_auth
@@ -38,6 +39,15 @@ def history() -> Any:
         return limit
     host = host_of(current_app)
     return jsonify({"host": host.config.host, **report.history(host, limit)})
+
+
+@bp.get("/fleet")
+def fleet_view() -> Any:
+    """What peers of the fleet ask (``?from_sha=``: the incident about that release) and fleet-status."""
+    from_sha = request.args.get("from_sha") or None
+    if from_sha is not None and not re.fullmatch(r"[0-9a-f]{7,64}", from_sha):
+        return error_response(400, f"from_sha must be a hexadecimal commit sha, got {from_sha[:80]!r}")
+    return jsonify(fleet.view(host_of(current_app), from_sha))
 
 
 @bp.get("/incidents/<incident_id>")

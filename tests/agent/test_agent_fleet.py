@@ -1,0 +1,269 @@
+"""Rollbacks in waves: three real agents (gunicorn on loopback, real git and alembic), app1 the canary.
+
+Each agent has its own copy of the repository (v1, v2, v3 deployed) and database; the Slack capture
+server is shared. The agents ask each other over HTTP (``GET /api/admin/rollback/fleet``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from agent_gunicorn import Gunicorn
+from agent_support import AgentEnv, CaptureServer, _copy_template, payload
+from testkit.net import wait_for
+
+pytestmark = pytest.mark.agent
+
+HOSTS = ("app1", "app2", "app3")
+
+
+class Fleet:
+    """Three agents of one fleet; ``waves`` maps host -> wave, ``down`` hosts are never started."""
+
+    def __init__(self, root: Path, template: dict[str, Any], capture: CaptureServer) -> None:
+        self.envs: dict[str, AgentEnv] = {}
+        self.servers: dict[str, Gunicorn] = {}
+        for name in HOSTS:
+            (root / name).mkdir()
+            _copy_template(template["root"], root / name)
+            db = root / name / "db" / "app.db"
+            env = AgentEnv(root / name, template["shas"], capture, f"sqlite:///{db}")
+            env.clear_calls()
+            self.envs[name] = env
+            self.servers[name] = Gunicorn(env, workers=2)
+            env.write_config(host=name)
+
+    def configure(self, waves: dict[str, int], **fleet: Any) -> None:
+        for name, env in self.envs.items():
+            peers = [{"host": other, "url": self.servers[other].base} for other in HOSTS if other != name]
+            settings = {"wave": waves[name], "peers": peers, "wave_timeout": "30s", "poll_interval": "0.2s"}
+            settings.update(fleet.get(name, {}))
+            env.write_config(fleet=settings)
+
+    def start(self, *names: str) -> None:
+        for name in names:
+            self.servers[name].start()
+
+    def stop(self) -> None:
+        for server in self.servers.values():
+            server.stop()
+
+
+@pytest.fixture
+def fleet(tmp_path: Path, deployed_template: dict[str, Any], capture: CaptureServer) -> Iterator[Fleet]:
+    group = Fleet(tmp_path, deployed_template, capture)
+    try:
+        yield group
+    finally:
+        group.stop()
+
+
+def phase(incident: dict[str, Any], name: str) -> dict[str, Any]:
+    found = [p for p in incident["phases"] if p["name"] == name]
+    assert found, f"no phase {name} in {[p['name'] for p in incident['phases']]}"
+    return found[0]
+
+
+def trigger_all(fleet: Fleet, *names: str) -> dict[str, str]:
+    """Alertmanager sends the same webhook to every agent at once."""
+    ids = {}
+    for name in names:
+        answer = fleet.servers[name].trigger()
+        assert answer.status_code == 202, answer.text
+        ids[name] = answer.json()["incident_id"]
+    return ids
+
+
+def unchanged(env: AgentEnv) -> None:
+    """The host still runs v3: ref, code, schema, and no restart was asked for."""
+    assert env.deployed_sha() == env.shas["v3"]
+    assert env.head_sha() == env.shas["v3"]
+    assert env.db_revision() == "c3000003"
+    assert env.restarts() == []
+
+
+def test_canary_first_then_the_rest_in_order(fleet: Fleet) -> None:
+    fleet.configure({"app1": 0, "app2": 1, "app3": 1})
+    fleet.start(*HOSTS)
+    # The later waves get the webhook first: they must still wait for the canary.
+    ids = trigger_all(fleet, "app2", "app3", "app1")
+    done = {name: fleet.envs[name].wait_incident(ids[name], timeout=90) for name in HOSTS}
+    assert {name: inc["status"] for name, inc in done.items()} == dict.fromkeys(HOSTS, "success")
+    canary = done["app1"]
+    assert canary["phases"][0]["name"] == "initiated"  # wave 0 never waits
+    for name in ("app2", "app3"):
+        inc = done[name]
+        waiting = phase(inc, "waiting_for_wave")
+        started = phase(inc, "initiated")["started_at"]
+        # The timestamps prove the order: wave 1 changed nothing before the canary had succeeded.
+        assert started >= canary["ended_at"], (started, canary["ended_at"])
+        assert waiting["started_at"] < canary["ended_at"]
+        record = inc["detail"]["fleet"]
+        assert record["outcome"] == "proceed" and record["wave"] == 1
+        assert record["peers"]["app1"]["state"] == "succeeded"
+        assert record["peers"]["app1"]["wave"] == 0
+        other = "app3" if name == "app2" else "app2"
+        assert record["peers"][other]["state"] == "not_earlier"
+        assert "earlier waves succeeded: app1" in waiting["detail"]
+        assert fleet.envs[name].deployed_sha() == fleet.envs[name].shas["v2"]
+        assert fleet.envs[name].db_revision() == "b2000002"
+    # Each host's view for the fleet (what fleet-status prints).
+    view = fleet.servers["app2"].get("/api/admin/rollback/fleet").json()
+    assert view["host"] == "app2" and view["wave"] == 1
+    assert view["release"]["sha"] == fleet.envs["app2"].shas["v2"]
+    assert view["incident"]["incident_id"] == ids["app2"] and view["incident"]["result"] == "success"
+    texts = "\n".join(fleet.envs["app1"].server.texts())  # type: ignore[union-attr]
+    assert "waiting for the earlier waves" in texts
+
+
+def test_canary_failure_aborts_the_rest_and_changes_nothing(fleet: Fleet) -> None:
+    fleet.configure({"app1": 0, "app2": 1, "app3": 1})
+    fleet.envs["app1"].control_file("fail-restart")
+    fleet.start(*HOSTS)
+    ids = trigger_all(fleet, "app1", "app2", "app3")
+    canary = fleet.envs["app1"].wait_incident(ids["app1"], timeout=90)
+    assert canary["status"] == "failed" and canary["failed_step"] == "application"
+    for name in ("app2", "app3"):
+        env = fleet.envs[name]
+        inc = env.wait_incident(ids[name], timeout=60)
+        assert inc["status"] == "aborted" and inc["result"] == "aborted", inc
+        assert inc["failed_step"] == "waiting_for_wave"
+        assert inc["error"].startswith("canary app1 failed at application: "), inc["error"]
+        assert "nothing was changed" in inc["error"]
+        assert [p["name"] for p in inc["phases"]] == ["waiting_for_wave"]
+        assert inc["detail"]["fleet"]["outcome"] == "aborted"
+        unchanged(env)
+        status = fleet.servers[name].get("/api/admin/rollback/status").json()
+        assert status["history"][0]["result"] == "aborted"
+        assert status["fleet"]["wave"] == 1
+    server = fleet.envs["app1"].server
+    assert server is not None
+    aborted = [t for k, t in zip(server.kinds(), server.texts(), strict=True) if k == "aborted"]
+    wait_for(
+        lambda: len([k for k in server.kinds() if k == "aborted"]) == 2, 20, "two 'aborted' Slack messages"
+    )
+    aborted = [t for k, t in zip(server.kinds(), server.texts(), strict=True) if k == "aborted"]
+    assert all("canary app1 failed at application" in t for t in aborted), aborted
+    assert all("The code was not switched" in t for t in aborted)
+
+
+def test_canary_unreachable_follows_on_peer_unreachable(fleet: Fleet) -> None:
+    fleet.configure(
+        {"app1": 0, "app2": 1, "app3": 1},
+        app2={"wave_timeout": "2s", "on_peer_unreachable": "proceed"},
+        app3={"wave_timeout": "2s", "on_peer_unreachable": "abort"},
+    )
+    fleet.start("app2", "app3")  # app1, the canary, is down
+    ids = trigger_all(fleet, "app2", "app3")
+    went = fleet.envs["app2"].wait_incident(ids["app2"], timeout=90)
+    assert went["status"] == "success", went
+    record = went["detail"]["fleet"]
+    assert record["outcome"] == "proceed" and record["unreachable"] == ["app1"]
+    assert "on_peer_unreachable=proceed" in record["reason"] and "no answer" in record["reason"]
+    assert record["waited"] >= 2.0
+    assert fleet.envs["app2"].deployed_sha() == fleet.envs["app2"].shas["v2"]
+    stopped = fleet.envs["app3"].wait_incident(ids["app3"], timeout=60)
+    assert stopped["status"] == "aborted", stopped
+    assert "on_peer_unreachable=abort" in stopped["error"]
+    assert stopped["detail"]["fleet"]["unreachable"] == ["app1"]
+    unchanged(fleet.envs["app3"])
+
+
+def test_duplicate_and_agent_restart_during_the_wait(fleet: Fleet) -> None:
+    fleet.configure({"app1": 0, "app2": 1, "app3": 1}, app2={"wave_timeout": "2m"})
+    fleet.start(*HOSTS)
+    app2 = fleet.servers["app2"]
+    body = payload()
+    first = app2.trigger(body)
+    assert first.status_code == 202, first.text
+    incident_id = first.json()["incident_id"]
+
+    def waiting() -> dict[str, Any] | None:
+        busy = app2.get("/api/admin/rollback/status").json()["in_progress"]
+        return busy if busy and busy.get("phase") == "waiting_for_wave" and busy.get("fleet") else None
+
+    busy = wait_for(waiting, 20, "app2 to wait for its wave")
+    assert busy["incident_id"] == incident_id
+    assert busy["fleet"]["wave"] == 1 and busy["fleet"]["awaiting"] == ["app1"]
+    assert busy["fleet"]["peers"]["app1"]["detail"] == "no rollback of this release yet"
+    resend = app2.trigger(body)  # Alertmanager repeats the same notification (same alert instance)
+    assert resend.status_code == 200 and resend.json()["status"] == "duplicate", resend.text
+    # The agent restarts (systemctl restart of gunicorn): the rollback process keeps waiting.
+    app2.stop()
+    app2.start()
+    assert waiting() is not None
+    # The canary rolls back; app2 follows.
+    canary_id = trigger_all(fleet, "app1")["app1"]
+    canary = fleet.envs["app1"].wait_incident(canary_id, timeout=90)
+    assert canary["status"] == "success"
+    inc = fleet.envs["app2"].wait_incident(incident_id, timeout=90)
+    assert inc["status"] == "success", inc
+    assert phase(inc, "initiated")["started_at"] >= canary["ended_at"]
+    unchanged(fleet.envs["app3"])  # never triggered: its wave does not start it
+
+
+def test_kill_9_during_the_wait_is_interrupted(fleet: Fleet) -> None:
+    fleet.configure({"app1": 0, "app2": 1, "app3": 1})
+    fleet.start("app2")
+    app2 = fleet.servers["app2"]
+    incident_id = trigger_all(fleet, "app2")["app2"]
+    busy = wait_for(
+        lambda: (
+            (app2.get("/api/admin/rollback/status").json()["in_progress"] or {}).get("phase")
+            == "waiting_for_wave"
+            and fleet.envs["app2"].agent().in_progress()
+        ),
+        20,
+        "app2 to wait for its wave",
+    )
+    runner = busy["runner_pid"]
+    os.kill(runner, signal.SIGKILL)
+    killed = time.monotonic()
+    inc = fleet.envs["app2"].wait_incident(incident_id, timeout=10)
+    assert time.monotonic() - killed < 5
+    assert inc["status"] == "interrupted"
+    error = inc["error"]
+    assert error.startswith("runner exited with signal 9 (SIGKILL) during waiting_for_wave"), error
+    unchanged(fleet.envs["app2"])
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(runner, 0)
+        raise AssertionError("the runner still runs")
+
+
+def test_fleet_configuration_is_validated(tmp_path: Path) -> None:
+    from rollback_agent.config import ConfigError, parse_config
+
+    base: dict[str, Any] = {
+        "host": "app2",
+        "auth": {"password_file": "/etc/x"},
+        "deployment": {"repo": "/srv/app"},
+        "services": {"units": ["app.service"]},
+    }
+
+    def problems(fleet: Any) -> str:
+        with pytest.raises(ConfigError) as caught:
+            parse_config({**base, "fleet": fleet})
+        return caught.value.render()
+
+    assert parse_config(base).fleet is None  # no fleet: today's behaviour
+    ok = parse_config(
+        {**base, "fleet": {"wave": 1, "peers": [{"host": "app1", "url": "https://app1:9095/"}]}}
+    )
+    assert ok.fleet is not None and ok.fleet.peers[0].url == "https://app1:9095"
+    assert ok.fleet.wave_timeout == 300.0 and ok.fleet.on_peer_unreachable == "proceed"
+    assert "fleet.wave" in problems({"wave": -1})
+    peer = {"host": "app1", "url": "http://app1:9095"}
+    assert "listed twice" in problems({"peers": [peer, peer]})
+    assert "http:// or https://" in problems({"peers": [{"host": "app1", "url": "ftp://app1"}]})
+    assert "fleet.wave_timeout" in problems({"wave_timeout": "inf"})
+    assert "fleet.wave_timeout" in problems({"wave_timeout": 0})
+    assert "on_peer_unreachable" in problems({"on_peer_unreachable": "maybe"})
+    assert "itself" in problems({"peers": [{"host": "app2", "url": "http://app2:9095"}]})
+    assert "unknown key 'wave_timout'" in problems({"wave_timout": "5m"})
