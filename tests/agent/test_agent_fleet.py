@@ -7,6 +7,7 @@ server is shared. The agents ask each other over HTTP (``GET /api/admin/rollback
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import time
@@ -16,7 +17,7 @@ from typing import Any
 
 import pytest
 from agent_gunicorn import Gunicorn
-from agent_support import AgentEnv, CaptureServer, _copy_template, payload
+from agent_support import AgentEnv, CaptureServer, _copy_template, payload, run_cli
 from testkit.net import wait_for
 
 pytestmark = pytest.mark.agent
@@ -267,3 +268,43 @@ def test_fleet_configuration_is_validated(tmp_path: Path) -> None:
     assert "on_peer_unreachable" in problems({"on_peer_unreachable": "maybe"})
     assert "itself" in problems({"peers": [{"host": "app2", "url": "http://app2:9095"}]})
     assert "unknown key 'wave_timout'" in problems({"wave_timout": "5m"})
+
+
+def test_cli_rollback_fleet_and_fleet_status(fleet: Fleet, capsys: pytest.CaptureFixture[str]) -> None:
+    fleet.configure({"app1": 0, "app2": 1, "app3": 1})
+    fleet.start("app1", "app3")
+    app2 = fleet.envs["app2"]
+    canary_id = trigger_all(fleet, "app1")["app1"]
+    canary = fleet.envs["app1"].wait_incident(canary_id, timeout=90)
+    assert canary["status"] == "success"
+    code, out, err = run_cli(app2, capsys, "--json", "rollback", "--fleet", "--reason", "follow the canary")
+    assert code == 0, (out, err)
+    data = json.loads(out)
+    assert data["result"] == "success"
+    names = [p["name"] for p in data["phases"]]
+    assert names[:2] == ["waiting_for_wave", "initiated"], names
+    assert "earlier waves succeeded: app1" in data["phases"][0]["detail"]
+    assert data["phases"][1]["started_at"] >= canary["ended_at"]
+    assert app2.deployed_sha() == app2.shas["v2"]
+
+    fleet.servers["app3"].stop()
+    code, out, _ = run_cli(app2, capsys, "fleet-status")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split() == ["host", "wave", "release", "last", "incident", "result", "verification"]
+    rows = {line.split()[0]: line for line in lines[1:]}
+    assert list(rows) == ["app1", "app2", "app3"]  # by wave, then name
+    assert canary_id in rows["app1"] and "success" in rows["app1"] and app2.shas["v2"][:10] in rows["app1"]
+    assert data["incident_id"] in rows["app2"] and rows["app2"].split()[1] == "1"
+    assert "NO ANSWER" in rows["app3"] and "ConnectionError" in rows["app3"]
+    code, out, _ = run_cli(app2, capsys, "--json", "fleet-status")
+    status = json.loads(out)
+    assert status["ok"] is False
+    assert [h["host"] for h in status["hosts"] if h["answered"]] == ["app1", "app2"]
+
+    # Without a fleet: --fleet is a usage error, nothing runs.
+    fleet.envs["app3"].overrides.pop("fleet")
+    fleet.envs["app3"].write_config()
+    code, _, err = run_cli(fleet.envs["app3"], capsys, "rollback", "--fleet")
+    assert code == 2 and "--fleet needs a fleet: section" in err
+    unchanged(fleet.envs["app3"])

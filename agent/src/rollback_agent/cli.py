@@ -189,6 +189,9 @@ def cmd_status(args: argparse.Namespace) -> int:
                     f"in progress: rollback {running['incident_id']} phase {running['phase']} "
                     f"{running['progress']}% (pid {running['runner_pid']})"
                 )
+                waiting = running.get("fleet") or {}
+                if running["phase"] == "waiting_for_wave" and waiting:
+                    print(f"  waiting for: {', '.join(waiting.get('awaiting') or []) or '-'} (earlier waves)")
             else:
                 print(
                     f"in progress: {running.get('kind')} {running.get('id') or ''} (pid {running.get('pid')})"
@@ -197,6 +200,9 @@ def cmd_status(args: argparse.Namespace) -> int:
             print("in progress: nothing")
         if data.get("freeze"):
             print(f"FROZEN:     until {data['freeze']['until_utc']}: {data['freeze']['reason']}")
+        if data.get("fleet"):
+            peers = ", ".join(p["host"] for p in data["fleet"]["peers"]) or "-"
+            print(f"fleet:      wave {data['fleet']['wave']}; peers {peers}")
         print(f"triggers:   {', '.join(data['monitored_triggers'])}")
         _print_history(data["history"])
 
@@ -279,6 +285,8 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     from rollback_agent.state import RUNNING, new_incident_id
 
     host = _host(_load(args))
+    if args.fleet and host.config.fleet is None:
+        raise CliError("--fleet needs a fleet: section in the configuration (wave, peers)", EXIT_USAGE)
     plan = build_plan(host, manual=True, to=args.to)
     if args.dry_run:
         preview_downgrade(host, plan)
@@ -320,7 +328,8 @@ def cmd_rollback(args: argparse.Namespace) -> int:
             trigger_id="manual",
             reason=args.reason,
             **plan.releases(),
-            detail={"plan": plan.as_dict(), "requested_target": args.to},
+            # --fleet: wait for the earlier waves of the fleet first, like a webhook's rollback.
+            detail={"plan": plan.as_dict(), "requested_target": args.to, "fleet_wave": bool(args.fleet)},
             bad_reason=f"rolled back by hand ({incident_id}): {args.reason}",
         )
         result = execute(host, incident_id, lock, echo=echo)
@@ -457,6 +466,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", metavar="SHA", help="release to go back to (default: the last healthy one)")
     p.add_argument("--dry-run", action="store_true", help="show the plan, execute nothing")
     p.add_argument("--reason", default="manual rollback", metavar="TEXT", help="recorded and notified")
+    p.add_argument(
+        "--fleet",
+        action="store_true",
+        help="take part in the fleet's waves: on wave N > 0, wait for the earlier waves to succeed first",
+    )
     p.set_defaults(func=cmd_rollback)
     p = sub.add_parser(
         "freeze", parents=[common], help="no automated rollback for a while (planned maintenance)"
@@ -477,6 +491,9 @@ def build_parser() -> argparse.ArgumentParser:
     from rollback_agent.stuck import add_commands as add_stuck_commands
 
     add_stuck_commands(sub, common)  # resolve INC-... --note TEXT
+    from rollback_agent.fleet_status import add_commands as add_fleet_commands
+
+    add_fleet_commands(sub, common)  # fleet-status
     return parser
 
 
