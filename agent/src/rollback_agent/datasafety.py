@@ -349,6 +349,21 @@ def decide(policy: str, declaration: ReleaseDeclaration, check: DowngradeCheck) 
     return BLOCK, f"{check.summary()}; blocked by migrations.destructive_downgrade: block"
 
 
+SQL_SHOWN = 600  # characters of the downgrade's SQL in a webhook answer and a status line
+
+
+def brief(preview: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A preview (or the incident's record) for answers and status: every key, the SQL shortened."""
+    if not preview:
+        return None
+    out = dict(preview)
+    sql = str(preview.get("sql") or "")
+    if len(sql) > SQL_SHOWN:
+        out["sql"] = sql[:SQL_SHOWN] + f"\n-- ... {len(sql) - SQL_SHOWN} more characters (full SQL: the plan)"
+    out["sql_truncated"] = len(sql) > SQL_SHOWN
+    return out
+
+
 def preview(
     migrations: Migrations,
     deployment: Deployment,

@@ -20,11 +20,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from rollback_agent import metrics, preflight, verification
+from rollback_agent import datasafety, metrics, preflight, verification
 from rollback_agent.config import Config, TriggerConfig
 from rollback_agent.durations import format_duration
 from rollback_agent.host import Host
@@ -49,6 +50,8 @@ WAITING = "waiting"
 CANDIDATE = "candidate"  # a rollback trigger for this host, not decided yet
 # The incident status each final answer records.
 INCIDENT_STATUS = {ACCEPTED: RUNNING, BLOCKED: BLOCKED, DRY_RUN: DRY_RUN}
+# How long an accepted webhook's answer waits for the rollback's downgrade preview.
+WEBHOOK_PREVIEW_TIMEOUT = 15.0
 # Which alert's answer a webhook carrying several gives, most important first.
 PRIORITY = (ACCEPTED, BLOCKED, DRY_RUN, WAITING, ATTACHED, IN_PROGRESS, DUPLICATE, IGNORED)
 
@@ -75,6 +78,8 @@ class Decision:
         if self.plan is not None:
             plan = self.plan.as_dict()
             body["plan"] = {k: plan[k] for k in ("from_sha", "to_sha", "to_revision", "units")}
+            if self.plan.downgrade is not None:  # what the database phase will do, SQL shortened
+                body["plan"]["downgrade"] = datasafety.brief(self.plan.downgrade)
             body["guards"] = plan["guards"]
         return body
 
@@ -308,7 +313,27 @@ def handle_webhook(host: Host, payload: WebhookPayload, remote: str | None = Non
         f" {decision.incident_id}" if decision.incident_id else "",
         decision.reason,
     )
+    if decision.status == ACCEPTED and decision.plan is not None and decision.incident_id:
+        _await_downgrade(host, decision.incident_id, decision.plan)
     return decision
+
+
+def _await_downgrade(host: Host, incident_id: str, plan: Plan) -> None:
+    """The answer shows what the rollback's database phase found (SQL, objects, rows, action), as the
+    runner records it before any change; bounded: the rollback goes on whatever the answer holds."""
+    if host.migrations is None or not plan.to_revision or plan.from_revision == plan.to_revision:
+        return
+    deadline = time.monotonic() + WEBHOOK_PREVIEW_TIMEOUT
+    while time.monotonic() < deadline:
+        inc = host.store.incident(incident_id)
+        if inc is None:
+            return
+        if inc.detail.get("downgrade"):
+            plan.downgrade = inc.detail["downgrade"]
+            return
+        if inc.status != RUNNING:  # ended before its database phase (blocked, failed)
+            return
+        time.sleep(0.1)
 
 
 def decide_waiting(host: Host, now: float | None = None) -> list[dict[str, Any]]:

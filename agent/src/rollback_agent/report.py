@@ -10,7 +10,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 
-from rollback_agent import __version__, verification
+from rollback_agent import __version__, datasafety, verification
 from rollback_agent.gitops import GitError
 from rollback_agent.host import Host
 from rollback_agent.observe import observe
@@ -131,6 +131,7 @@ def history_item(host: Host, inc: Incident) -> dict[str, Any]:
     item = {k: data[k] for k in HISTORY_KEYS}
     item["incident_id"] = item.pop("id")
     item["verification"], item["attached"] = verification.view(host, inc.id)
+    item["downgrade"] = datasafety.brief(inc.detail.get("downgrade"))  # classification, rows, backup
     return item
 
 
