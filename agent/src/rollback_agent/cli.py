@@ -318,6 +318,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
         plan = build_plan(host, manual=True, to=args.to)
         if plan.blocked_by is not None:
             raise CliError(f"blocked: {plan.blocked_by.name}: {plan.blocked_by.detail}", EXIT_REFUSED)
+        _refuse_forbidden(host, plan, args.allow_forbidden)
         echo = _progress(args)
         _print_plan(plan, echo)
         incident_id = new_incident_id()
@@ -329,7 +330,12 @@ def cmd_rollback(args: argparse.Namespace) -> int:
             reason=args.reason,
             **plan.releases(),
             # --fleet: wait for the earlier waves of the fleet first, like a webhook's rollback.
-            detail={"plan": plan.as_dict(), "requested_target": args.to, "fleet_wave": bool(args.fleet)},
+            detail={
+                "plan": plan.as_dict(),
+                "requested_target": args.to,
+                "fleet_wave": bool(args.fleet),
+                "allow_forbidden": bool(args.allow_forbidden),  # a person overrode downgrade: forbidden
+            },
             bad_reason=f"rolled back by hand ({incident_id}): {args.reason}",
         )
         result = execute(host, incident_id, lock, echo=echo)
@@ -346,6 +352,27 @@ def cmd_rollback(args: argparse.Namespace) -> int:
         ),
     )
     return EXIT_OK if result == "success" else EXIT_FAILED
+
+
+def _refuse_forbidden(host: Host, plan: Plan, allowed: bool) -> None:
+    """A release declaring ``downgrade: forbidden`` is rolled back by hand only with --allow-forbidden."""
+    from rollback_agent import datasafety
+
+    if plan.from_sha is None or host.migrations is None or plan.from_revision == plan.to_revision:
+        return
+    try:
+        declared = datasafety.release_declaration(host.deployment, plan.from_sha)
+    except datasafety.DataSafetyError as exc:
+        raise CliError(f"refused: {exc}", EXIT_REFUSED) from None
+    if declared.downgrade == "forbidden" and not allowed:
+        raise CliError(
+            f"refused: release {_short(plan.from_sha)} declares downgrade: forbidden in "
+            f"{datasafety.RELEASE_FILE} (its downgrade destroys data nobody may lose). Nothing was changed. "
+            "Save its data first (rollback --dry-run lists what the downgrade drops), then run again with "
+            "--allow-forbidden: the override is recorded in the incident and "
+            "migrations.destructive_downgrade still applies (backup_then_run takes a copy first)",
+            EXIT_REFUSED,
+        )
 
 
 def _print_plan(plan: Plan, echo: Callable[[str], None] = print) -> None:
@@ -466,6 +493,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", metavar="SHA", help="release to go back to (default: the last healthy one)")
     p.add_argument("--dry-run", action="store_true", help="show the plan, execute nothing")
     p.add_argument("--reason", default="manual rollback", metavar="TEXT", help="recorded and notified")
+    p.add_argument(
+        "--allow-forbidden",
+        action="store_true",
+        help="roll back a release whose rollback.yml says downgrade: forbidden (recorded in the incident)",
+    )
     p.add_argument(
         "--fleet",
         action="store_true",

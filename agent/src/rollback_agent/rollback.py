@@ -371,11 +371,17 @@ class RollbackRun:
             declaration = datasafety.release_declaration(self.host.deployment, str(inc.from_sha))
         except datasafety.DataSafetyError as exc:
             raise StepError("initiated", f"preflight: {exc}") from None
-        if declaration.downgrade == "forbidden":
+        overridden = declaration.downgrade == "forbidden" and bool(inc.detail.get("allow_forbidden"))
+        if declaration.downgrade == "forbidden" and not overridden:
             raise DowngradeBlockedError(
                 f"blocked: release {short(inc.from_sha)} declares downgrade: forbidden in "
-                f"{datasafety.RELEASE_FILE}: it is never rolled back automatically; a person rolls it back "
-                "by hand after saving its data"
+                f"{datasafety.RELEASE_FILE}: it is never rolled back automatically; a person saves its data, "
+                "then runs rollback-agent rollback --allow-forbidden"
+            )
+        if overridden:  # only `rollback-agent rollback --allow-forbidden` records it: a person decided
+            self._detail(
+                f"release {short(inc.from_sha)} declares downgrade: forbidden: overridden by hand "
+                "(--allow-forbidden); migrations.destructive_downgrade still applies"
             )
         self._check_time("initiated")
         check = datasafety.render(migrations, live_revision, target_revision, self.deadline.cap(120.0))
@@ -385,7 +391,8 @@ class RollbackRun:
             check.error = f"rows not counted: {exc}"
         policy = migrations.config.destructive_downgrade
         action, reason = datasafety.decide(policy, declaration, check)
-        record: dict[str, Any] = {"downgrade": check.as_dict() | {"policy": policy, "action": action}}
+        done = {"policy": policy, "action": action, "forbidden_overridden": overridden}
+        record: dict[str, Any] = {"downgrade": check.as_dict() | done}
         self.store.merge_detail(self.incident_id, **record)
         self._detail(reason)
         if action == datasafety.BLOCK:
