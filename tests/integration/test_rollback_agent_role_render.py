@@ -58,6 +58,8 @@ RENDER_PLAY = """
     - ansible.builtin.include_role: {name: grafana, tasks_from: render.yml}
 """
 
+APP_RENDER_PLAY = RENDER_PLAY.split("- hosts: monitoring")[0]
+
 PREFLIGHT_PLAY = """
 - hosts: app
   gather_facts: true
@@ -116,6 +118,61 @@ def test_migrations_run_on_one_host_per_database(rendered: Path) -> None:
     }
     # app1 and app2 share the default database, app3 and app4 "billing": the first of each.
     assert with_migrations == {"app1", "app3"}
+
+
+def test_no_fleet_section_unless_enabled(rendered: Path) -> None:
+    config = yaml.safe_load((rendered / "app2" / "rollback-agent.yml").read_text())
+    assert "fleet" not in config  # every host rolls back at once, as before
+
+
+@pytest.fixture(scope="module")
+def fleet_rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Five app hosts, fleet on, two per wave after the canary; app5 over TLS on another port."""
+    inventory = json.loads(json.dumps(INVENTORY))
+    app = inventory["all"]["children"]["app"]
+    app["hosts"]["app5"] = {"ansible_host": "169.254.10.25", "rollback_agent_port": 9195,
+                            "rollback_agent_tls_cert_file": "/etc/ssl/app5.crt",
+                            "rollback_agent_tls_key_file": "/etc/ssl/app5.key"}
+    app["vars"].update(rollback_agent_fleet_enabled=True, rollback_agent_max_parallel=2,
+                       rollback_agent_fleet_on_peer_unreachable="abort",
+                       rollback_agent_fleet_ca_file="/etc/ssl/fleet-ca.pem")
+    tmp = tmp_path_factory.mktemp("fleet-render")
+    out = tmp / "out"
+    proc = run_playbook(tmp, APP_RENDER_PLAY, inventory, "-e", f"render_dir={out}")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return out
+
+
+def test_fleet_waves_and_peers_from_the_inventory(fleet_rendered: Path) -> None:
+    from rollback_agent.config import parse_config
+
+    hosts = ("app1", "app2", "app3", "app4", "app5")
+    configs = {h: parse_config(yaml.safe_load((fleet_rendered / h / "rollback-agent.yml").read_text()),
+                               source=h) for h in hosts}
+    # The migration host (first of the group) alone in wave 0, then two per wave in inventory order.
+    assert {h: c.fleet.wave for h, c in configs.items() if c.fleet} == {
+        "app1": 0, "app2": 1, "app3": 1, "app4": 2, "app5": 2}
+    app2 = configs["app2"].fleet
+    assert app2 is not None
+    assert [(p.host, p.url) for p in app2.peers] == [
+        ("app1", "http://169.254.10.21:9095"), ("app3", "http://169.254.10.23:9095"),
+        ("app4", "http://169.254.10.24:9095"), ("app5", "https://169.254.10.25:9195")]
+    assert app2.on_peer_unreachable == "abort" and app2.wave_timeout == 300.0
+    assert str(app2.ca_file) == "/etc/ssl/fleet-ca.pem"
+    assert "app5" not in [p.host for p in configs["app5"].fleet.peers]  # type: ignore[union-attr]
+
+
+def test_fleet_wave_host_var_wins(tmp_path: Path) -> None:
+    inventory = json.loads(json.dumps(INVENTORY))
+    app = inventory["all"]["children"]["app"]
+    app["vars"]["rollback_agent_fleet_enabled"] = True
+    app["hosts"]["app4"]["rollback_agent_wave"] = 7
+    out = tmp_path / "out"
+    proc = run_playbook(tmp_path, APP_RENDER_PLAY, inventory, "-e", f"render_dir={out}")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    waves = {h: yaml.safe_load((out / h / "rollback-agent.yml").read_text())["fleet"]["wave"]
+             for h in ("app1", "app2", "app3", "app4")}
+    assert waves == {"app1": 0, "app2": 1, "app3": 1, "app4": 7}  # no max_parallel: one wave after the canary
 
 
 def test_rendered_polkit_rule_names_exactly_the_units(rendered: Path) -> None:
