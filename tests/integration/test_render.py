@@ -56,7 +56,8 @@ def render(render_dir: Path, *extra: str) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("render")
-    proc = render(out)
+    (out / "examples").mkdir()
+    proc = render(out, "-e", f"render_examples_dir={out / 'examples'}")
     assert proc.returncode == 0, f"render.yml failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}"
     return out
 
@@ -83,6 +84,14 @@ def test_render_writes_every_file(rendered: Path) -> None:
     assert (rendered / "cache1" / "default" / "prometheus-redis-exporter").is_file()
     for host in APPS:
         assert (rendered / host / "rollback-agent.yml").is_file()
+
+
+def test_the_agents_examples_are_what_make_render_writes(rendered: Path) -> None:
+    kept = ROOT / "agent" / "examples"
+    written = {p.name: p.read_text() for p in (rendered / "examples").iterdir()}
+    assert sorted(written) == sorted(p.name for p in kept.iterdir())
+    stale = [name for name, text in written.items() if (kept / name).read_text() != text]
+    assert not stale, f"agent/examples/{stale} differ from the roles' output: run `make render` and commit"
 
 
 def test_no_secret_or_vault_placeholder_is_rendered(rendered: Path) -> None:
