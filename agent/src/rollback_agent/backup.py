@@ -1,4 +1,4 @@
-"""Backup and restore of the agent's ledger (the SQLite state database).
+"""Backup and restore of the agent's ledger (the SQLite state database); pruning of downgrade backups.
 
 ``backup`` uses SQLite's online backup API: one read transaction copies every page, so the copy
 is consistent while the agent runs, even in the middle of a rollback (WAL: readers never block
@@ -26,6 +26,9 @@ from typing import TYPE_CHECKING, Any
 
 from rollback_agent import __version__
 from rollback_agent.state import SCHEMA_VERSION
+
+# The files a downgrade backup leaves under state_dir/backups: INC-<id>.dump, INC-<id>.sqlite, ...
+BACKUP_PREFIX = "INC-"
 
 if TYPE_CHECKING:
     from rollback_agent.host import Host
@@ -245,3 +248,27 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--from", dest="source", required=True, metavar="FILE", help="backup file to restore")
     p.add_argument("--sha256", metavar="HEX", help="refuse unless the file has this sha256 (manifest)")
     p.set_defaults(func=_cmd_restore)
+
+
+def prune_backups(
+    folder: Path, keep: int, max_age: float | None, protect: set[str], now: float
+) -> list[Path]:
+    """Delete downgrade backups beyond the newest ``keep`` or older than ``max_age`` seconds.
+
+    Only the agent's own files (``INC-...``) are considered; those of the incidents in ``protect``
+    (the running one, the last one) are never deleted and count among the kept. Returns what went.
+    """
+    if not folder.is_dir():
+        return []
+    files = [p for p in folder.iterdir() if p.is_file() and p.name.startswith(BACKUP_PREFIX)]
+    files.sort(key=lambda p: p.stat().st_mtime, reverse=True)  # newest first
+    removed: list[Path] = []
+    for rank, path in enumerate(files):
+        if path.name.split(".", 1)[0] in protect:
+            continue
+        too_many = rank >= keep
+        too_old = max_age is not None and now - path.stat().st_mtime > max_age
+        if too_many or too_old:
+            path.unlink()
+            removed.append(path)
+    return removed

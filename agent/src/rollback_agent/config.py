@@ -114,6 +114,10 @@ class MigrationsConfig(_Section):
     # {path} (under state_dir/backups/), {incident}, {tables} / {table_args} (-t T ...); None: built in.
     backup_command: Command | None = None
     count_timeout: Duration = 10.0  # statement timeout of the read-only row counts
+    # Downgrade backups under state_dir/backups kept: the newest backup_keep, and (when set) none older
+    # than backup_max_age; never the backup of a running incident or of the last one.
+    backup_keep: Annotated[int, Field(ge=1, le=10000)] = 10
+    backup_max_age: Duration | None = None
 
     @field_validator("environment_file")
     @classmethod

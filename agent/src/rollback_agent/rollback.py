@@ -34,10 +34,12 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from rollback_agent import datasafety, fleet, metrics, preflight, procs
+from rollback_agent.backup import prune_backups
 from rollback_agent.durations import format_duration
 from rollback_agent.gitops import GitError
 from rollback_agent.host import Host
@@ -410,6 +412,22 @@ class RollbackRun:
             record["downgrade"]["backup"] = saved.as_dict()
             self.store.merge_detail(self.incident_id, **record)
             self._detail(f"backup {saved.path} ({saved.size} bytes, sha256 {saved.sha256})")
+            self._prune_backups(backups)
+
+    def _prune_backups(self, folder: Path) -> None:
+        """migrations.backup_keep / backup_max_age; never the running or the last incident's backup."""
+        cfg = self.host.migrations.config if self.host.migrations is not None else None
+        if cfg is None:
+            return
+        running = self.store.running_incidents()
+        protect = {self.incident_id, *(i.id for i in running), *(i.id for i in self.store.incidents(limit=2))}
+        try:
+            gone = prune_backups(folder, cfg.backup_keep, cfg.backup_max_age, protect, time.time())
+        except OSError as exc:  # a backup left in place is no reason to stop the rollback
+            self._detail(f"pruning old backups failed: {exc}")
+            return
+        if gone:
+            self._detail(f"pruned {len(gone)} older backup(s): {', '.join(p.name for p in gone)}")
 
     def _database(self, target_revision: str | None) -> None:
         migrations = self.host.migrations
