@@ -44,7 +44,7 @@ class Fleet:
     def configure(self, waves: dict[str, int], **fleet: Any) -> None:
         for name, env in self.envs.items():
             peers = [{"host": other, "url": self.servers[other].base} for other in HOSTS if other != name]
-            settings = {"wave": waves[name], "peers": peers, "wave_timeout": "30s", "poll_interval": "0.2s"}
+            settings = {"wave": waves[name], "peers": peers, "wave_timeout": "3m", "poll_interval": "0.2s"}
             settings.update(fleet.get(name, {}))
             env.write_config(fleet=settings)
 
@@ -108,6 +108,7 @@ def test_canary_first_then_the_rest_in_order(fleet: Fleet) -> None:
         assert waiting["started_at"] < canary["ended_at"]
         record = inc["detail"]["fleet"]
         assert record["outcome"] == "proceed" and record["wave"] == 1
+        assert record["reason"] == "earlier waves succeeded: app1" and "unreachable" not in record
         assert record["peers"]["app1"]["state"] == "succeeded"
         assert record["peers"]["app1"]["wave"] == 0
         other = "app3" if name == "app2" else "app2"
@@ -178,7 +179,7 @@ def test_canary_unreachable_follows_on_peer_unreachable(fleet: Fleet) -> None:
 
 
 def test_duplicate_and_agent_restart_during_the_wait(fleet: Fleet) -> None:
-    fleet.configure({"app1": 0, "app2": 1, "app3": 1}, app2={"wave_timeout": "2m"})
+    fleet.configure({"app1": 0, "app2": 1, "app3": 1}, app2={"wave_timeout": "5m"})
     fleet.start(*HOSTS)
     app2 = fleet.servers["app2"]
     body = payload()

@@ -57,7 +57,8 @@ def agent_cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 @contextlib.contextmanager
-def rollback_agent(root: Path, *, deploys: int, triggers: dict[str, Any] | None = None) -> Iterator[Agent]:
+def rollback_agent(root: Path, *, deploys: int, triggers: dict[str, Any] | None = None,
+                   fleet: dict[str, Any] | None = None) -> Iterator[Agent]:
     """A real agent on 127.0.0.1: two releases in git, the first ``deploys`` of them deployed in turn."""
     repo, state, etc = root / "app", root / "state", root / "etc"
     for directory in (repo, state, etc):
@@ -82,6 +83,7 @@ def rollback_agent(root: Path, *, deploys: int, triggers: dict[str, Any] | None 
         "scope": {"match_labels": {"service": "mita-api"}},
         "server": {"bind": f"127.0.0.1:{port}", "workers": 1, "access_log": False},
         **({"triggers": triggers} if triggers else {}),
+        **({"fleet": fleet} if fleet else {}),
     }))
     for sha in shas[:deploys]:
         done = agent_cli(config, "deploy", sha)
@@ -104,6 +106,15 @@ def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
 @pytest.fixture(scope="module")
 def fresh_agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
     with rollback_agent(tmp_path_factory.mktemp("agents") / "app-fresh", deploys=1) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def fleet_agent(agent: Agent, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
+    """Wave 1 of a fleet: its canary is the first agent (answers), app-gone answers nothing."""
+    peers = [{"host": "app-ready", "url": agent.url}, {"host": "app-gone", "url": f"http://127.0.0.1:{free_port()}"}]
+    fleet = {"wave": 1, "peers": peers, "request_timeout": "1s"}
+    with rollback_agent(tmp_path_factory.mktemp("agents") / "app-wave1", deploys=2, fleet=fleet) as running:
         yield running
 
 
@@ -227,6 +238,19 @@ def test_blocked_guards_pass_unless_readiness_is_required(agent: Agent, fresh_ag
     assert strict.check(label(agent))["status"] == "PASS"
     assert strict.check(label(fresh_agent))["status"] == "FAIL"
     assert strict.check(label(fresh_agent))["detail"].endswith("(--require-rollback-ready)")
+
+
+def test_agent_in_a_fleet_reports_its_wave_and_which_peers_answer(agent: Agent, fleet_agent: Agent) -> None:
+    run = run_tester(f"--only agents --api-url {fleet_agent.url} --api-url {agent.url}")
+    assert run.rc == 0, run.stdout
+    check = run.check(label(fleet_agent))
+    assert check["status"] == "PASS"
+    fleet = check["data"]["status"]["fleet"]
+    assert fleet["wave"] == 1 and fleet["peers"] == {"app-ready": True, "app-gone": False}
+    assert "wave 1, peers answering 1/2 (app-gone: ConnectionError" in check["detail"], check["detail"]
+    # An agent without a fleet says nothing about waves.
+    assert "wave" not in run.check(label(agent))["detail"]
+    assert run.check(label(agent))["data"]["status"]["fleet"] is None
 
 
 def test_e2e_the_webhook_reaches_the_agent(agent: Agent, alertmanager: str) -> None:

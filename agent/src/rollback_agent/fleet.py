@@ -125,6 +125,23 @@ class _ServerError(Exception):
     pass
 
 
+def ask_peers(host: Host, from_sha: str | None = None) -> list[dict[str, Any]]:
+    """Every peer's ``view`` (``answered: true``) or why it gave none (``answered: false``, ``error``)."""
+    config = host.config.fleet
+    if config is None:
+        return []
+    auth = (host.config.auth.username, host.secrets.webhook)
+    answers: list[dict[str, Any]] = []
+    for peer in config.peers:
+        try:
+            answers.append({"answered": True, **ask(peer, config, auth, from_sha), "url": peer.url})
+        except PeerError as exc:
+            answers.append(
+                {"host": peer.host, "url": peer.url, "answered": False, "error": host.redact(str(exc))}
+            )
+    return answers
+
+
 @dataclass
 class PeerState:
     host: str

@@ -16,17 +16,8 @@ HEADER = ("host", "wave", "release", "last incident", "result", "verification")
 
 
 def collect(host: Host) -> dict[str, Any]:
-    """This host's view, then each peer's in configuration order; ``ok`` when every peer answered."""
-    rows: list[dict[str, Any]] = [{"answered": True, **fleet.view(host)}]
-    config = host.config.fleet
-    peers = config.peers if config is not None else []
-    auth = (host.config.auth.username, host.secrets.webhook)
-    for peer in peers:
-        assert config is not None
-        try:
-            rows.append({"answered": True, **fleet.ask(peer, config, auth, None)})
-        except fleet.PeerError as exc:
-            rows.append({"host": peer.host, "answered": False, "error": host.redact(str(exc))})
+    """This host's view, then each peer's, by wave; ``ok`` when every peer answered."""
+    rows: list[dict[str, Any]] = [{"answered": True, **fleet.view(host)}, *fleet.ask_peers(host)]
     rows.sort(key=lambda r: (r.get("wave") if isinstance(r.get("wave"), int) else 10**6, r["host"]))
     return {"ok": all(r["answered"] for r in rows), "hosts": rows}
 

@@ -155,6 +155,9 @@ class AgentCheck(Check):
         ]
         if deployment.get("sha"):
             bits.append(f"deployed {str(deployment['sha'])[:10]}")
+        fleet = self._fleet(ctx, secret) if isinstance(body.get("fleet"), dict) else None
+        if fleet is not None:
+            bits.append(fleet["text"])
         return {
             "text": ", ".join(bits),
             "host": agent.get("host"),
@@ -162,6 +165,30 @@ class AgentCheck(Check):
             "mode": agent.get("mode"),
             "deployed_sha": deployment.get("sha"),
             "in_progress": body.get("in_progress"),
+            "fleet": fleet,
+        }
+
+    def _fleet(self, ctx: Context, secret: str) -> dict[str, Any]:
+        """The agent's wave, and whether its fleet peers answer it now (it asks them: ?peers=1)."""
+        url = api(self.base, "/api/admin/rollback/fleet")
+        try:
+            response = request(
+                ctx.session, "GET", url + "?peers=1", auth=(AUTH_USER, secret), timeout=ctx.timeout + 15
+            )
+        except requests.RequestException as exc:
+            return {"text": f"fleet unavailable: {describe_error(exc, url)}"}
+        body = _json(response)
+        if response.status_code != 200 or not isinstance(body, dict):
+            return {"text": f"fleet unavailable: HTTP {response.status_code}"}
+        answers = [a for a in body.get("peer_answers") or [] if isinstance(a, dict)]
+        silent = [a for a in answers if not a.get("answered")]
+        text = f"wave {body.get('wave')}, peers answering {len(answers) - len(silent)}/{len(answers)}"
+        if silent:
+            text += " (" + "; ".join(f"{a.get('host')}: {a.get('error')}" for a in silent) + ")"
+        return {
+            "text": text,
+            "wave": body.get("wave"),
+            "peers": {str(a.get("host")): bool(a.get("answered")) for a in answers},
         }
 
 

@@ -47,7 +47,13 @@ def fleet_view() -> Any:
     from_sha = request.args.get("from_sha") or None
     if from_sha is not None and not re.fullmatch(r"[0-9a-f]{7,64}", from_sha):
         return error_response(400, f"from_sha must be a hexadecimal commit sha, got {from_sha[:80]!r}")
-    return jsonify(fleet.view(host_of(current_app), from_sha))
+    host = host_of(current_app)
+    data = fleet.view(host, from_sha)
+    if request.args.get("peers") == "1":  # the pipeline tester: do this agent's peers answer it?
+        data["peer_answers"] = [
+            {k: a.get(k) for k in ("host", "url", "answered", "wave", "error")} for a in fleet.ask_peers(host)
+        ]
+    return jsonify(data)
 
 
 @bp.get("/incidents/<incident_id>")
