@@ -10,6 +10,8 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +24,7 @@ from testkit.net import wait_for
 
 pytestmark = pytest.mark.agent
 
+REPO = Path(__file__).resolve().parents[2]
 HOSTS = ("app1", "app2", "app3")
 
 
@@ -309,3 +312,40 @@ def test_cli_rollback_fleet_and_fleet_status(fleet: Fleet, capsys: pytest.Captur
     code, _, err = run_cli(fleet.envs["app3"], capsys, "rollback", "--fleet")
     assert code == 2 and "--fleet needs a fleet: section" in err
     unchanged(fleet.envs["app3"])
+
+
+def test_fleet_status_playbook_prints_the_table(fleet: Fleet, tmp_path: Path) -> None:
+    fleet.configure({"app1": 0, "app2": 1, "app3": 1})
+    fleet.start("app1", "app2")  # app3 is down
+    canary_id = trigger_all(fleet, "app1")["app1"]
+    assert fleet.envs["app1"].wait_incident(canary_id, timeout=90)["status"] == "success"
+    # The operator command the role installs, for app2's agent.
+    cli = tmp_path / "rollback-agent"
+    config = fleet.envs["app2"].config_path
+    cli.write_text(f'#!/bin/sh\nexec {sys.executable} -m rollback_agent --config {config} "$@"\n')
+    cli.chmod(0o755)
+    environ = {**os.environ, "ANSIBLE_NOCOLOR": "1"}
+    done = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("ansible-playbook")),
+            *("-i", "localhost,", "-c", "local"),
+            str(REPO / "playbooks" / "fleet-status.yml"),
+            *("-e", "fleet_status_group=all", "-e", f"ansible_python_interpreter={sys.executable}"),
+            *("-e", "ansible_become=false", "-e", f"rollback_agent_cli_path={cli}"),
+        ],
+        capture_output=True,
+        text=True,
+        env=environ,
+        timeout=180,
+        check=False,
+    )
+    out = done.stdout
+    assert done.returncode != 0, out  # app3 does not answer: the play fails after the table
+    assert "some agents of the fleet did not answer" in out
+    table = [line for line in out.splitlines() if "app1 " in line or "app3 " in line or "host " in line]
+    assert any(canary_id in line and "success" in line for line in table), out
+    assert any("NO ANSWER" in line for line in table), out
+    fleet.start("app3")
+    again = subprocess.run(done.args, capture_output=True, text=True, env=environ, timeout=180, check=False)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "NO ANSWER" not in again.stdout and canary_id in again.stdout
