@@ -375,6 +375,14 @@ def _refuse_forbidden(host: Host, plan: Plan, allowed: bool) -> None:
         )
 
 
+def cmd_fleet_status(args: argparse.Namespace) -> int:
+    from rollback_agent.fleet_status import collect, table
+
+    data = collect(_host(_load(args)))
+    _emit(args, data, lambda: print("\n".join(table(data))))
+    return EXIT_OK
+
+
 def _print_plan(plan: Plan, echo: Callable[[str], None] = print) -> None:
     echo(
         f"plan: {_short(plan.from_sha)} (alembic {plan.from_revision or '?'}) -> {_short(plan.to_sha)} "
@@ -523,9 +531,11 @@ def build_parser() -> argparse.ArgumentParser:
     from rollback_agent.stuck import add_commands as add_stuck_commands
 
     add_stuck_commands(sub, common)  # resolve INC-... --note TEXT
-    from rollback_agent.fleet_status import add_commands as add_fleet_commands
-
-    add_fleet_commands(sub, common)  # fleet-status
+    sub.add_parser(
+        "fleet-status",
+        parents=[common],
+        help="one table for the fleet: host, wave, release, last incident with result and verification",
+    ).set_defaults(func=cmd_fleet_status)
     return parser
 
 

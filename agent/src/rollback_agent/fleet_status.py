@@ -6,7 +6,6 @@ release, last incident with its result and verification; a peer that does not an
 
 from __future__ import annotations
 
-import argparse
 from typing import Any
 
 from rollback_agent import fleet
@@ -48,20 +47,3 @@ def table(data: dict[str, Any]) -> list[str]:
         )
     widths = [max(len(line[i]) for line in lines) for i in range(len(HEADER))]
     return ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(line)).rstrip() for line in lines]
-
-
-def _cmd(args: argparse.Namespace) -> int:
-    from rollback_agent import cli
-
-    data = collect(cli._host(cli._load(args)))
-    cli._emit(args, data, lambda: print("\n".join(table(data))))
-    return cli.EXIT_OK
-
-
-def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
-    """Add ``fleet-status`` to the CLI's subcommands."""
-    sub.add_parser(
-        "fleet-status",
-        parents=[common],
-        help="one table for the fleet: host, wave, release, last incident with result and verification",
-    ).set_defaults(func=_cmd)
