@@ -1,7 +1,11 @@
 """scripts/lab: the lab's command line (make lab, lab-break, lab-notifications, lab-down).
 
     scripts/lab up              boot the hosts, provision them with site.yml, deploy v1 then v2
-    scripts/lab break [--slow]  deploy v3 (or v3-slow) under load and follow the rollback live
+    scripts/lab break [--slow] [--scenario NAME]
+                                deploy v3 (or v3-slow) under load and follow the rollback live;
+                                --scenario (or SCENARIO=, as in make lab-break SCENARIO=...):
+                                bad-release (v3, the default), slow-release (v3-slow) or
+                                not-the-cause (deploy v2.1, stop Redis: a rollback that does not help)
     scripts/lab status          hosts, services, deployed releases, captured messages
     scripts/lab notifications   what Slack, PagerDuty and email received [--kind K] [--full]
     scripts/lab down            remove everything the lab created
@@ -165,12 +169,23 @@ def cmd_notifications(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_break(args: argparse.Namespace) -> int:
-    from lab_kit import incident
+# make lab-break SCENARIO=NAME (make passes its command-line variables in the environment)
+SCENARIOS = {"bad-release": "v3", "slow-release": "v3-slow", "not-the-cause": None}
 
+
+def cmd_break(args: argparse.Namespace) -> int:
+    from lab_kit import incident, not_the_cause
+
+    scenario = args.scenario or os.environ.get("SCENARIO") or ("slow-release" if args.slow else "bad-release")
+    if scenario not in SCENARIOS:
+        die(f"unknown scenario {scenario!r}: one of {', '.join(SCENARIOS)}")
     lab = inventory.load()
     with heavy_lock():
-        report = incident.run(lab, release="v3-slow" if args.slow else "v3", timeout=args.timeout)
+        release = SCENARIOS[scenario]
+        if release is None:
+            report = not_the_cause.run(lab, timeout=args.timeout)
+        else:
+            report = incident.run(lab, release=release, timeout=args.timeout)
     return 0 if report.success else 1
 
 
@@ -194,6 +209,10 @@ def main(argv: list[str] | None = None) -> int:
     notes.set_defaults(func=cmd_notifications)
     brk = sub.add_parser("break", help="deploy the bad release under load and follow the rollback")
     brk.add_argument("--slow", action="store_true", help="deploy v3-slow (latency) instead of v3 (errors)")
+    brk.add_argument(
+        "--scenario", choices=sorted(SCENARIOS),
+        help="bad-release (default), slow-release (= --slow) or not-the-cause (default: $SCENARIO)",
+    )
     brk.add_argument("--timeout", type=float, default=600, help="give up after this many seconds")
     brk.set_defaults(func=cmd_break)
     args = parser.parse_args(argv)

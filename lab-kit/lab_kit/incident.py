@@ -58,12 +58,14 @@ class Report:
     bad_sha: str
     good_sha: str
     started_at: float
+    label: str = "bad release"  # how the follower names the release deployed
     marks: dict[str, float] = field(default_factory=dict)
     events: list[tuple[float, str]] = field(default_factory=list)
     incidents: dict[str, dict[str, Any]] = field(default_factory=dict)
     webhooks: dict[str, dict[str, float]] = field(default_factory=dict)
     final_sha: dict[str, str | None] = field(default_factory=dict)
     am_receivers: list[str] = field(default_factory=list)
+    escalations: list[str] = field(default_factory=list)  # the agents' pages (not_the_cause.py)
     fired: list[str] = field(default_factory=list)
     deploy_rc: int | None = None
     success: bool = False
@@ -195,7 +197,7 @@ class Follower:
             sha = deploys.current_sha(st)
             if sha != self.sha.get(host.name):
                 name = (
-                    "bad release " + self.r.release
+                    f"{self.r.label} {self.r.release}"
                     if sha == self.r.bad_sha
                     else ("good release" if sha == self.r.good_sha else "another release")
                 )
@@ -220,6 +222,8 @@ class Follower:
                     continue
                 known = self.r.incidents.get(host.name, {}).get(inc["incident_id"])
                 self.r.incidents.setdefault(host.name, {})[inc["incident_id"]] = inc
+                if known is not None and "detail" in known:
+                    inc["detail"] = known["detail"]
                 if known is None:
                     self.say(
                         f"{host.name}: incident {inc['incident_id']} ({inc['status']}) for "
@@ -228,6 +232,7 @@ class Follower:
                     )
                 if inc.get("result") and (known or {}).get("result") != inc["result"]:
                     self.r.mark(f"rollback_done_{host.name}", inc.get("ended_at"))
+                    inc["detail"] = self.incident_detail(host, inc["incident_id"])
                     phases = ", ".join(
                         f"{p['name']} {((p['ended_at'] or 0) - p['started_at']):.1f}s"
                         for p in inc.get("phases") or []
@@ -239,6 +244,14 @@ class Follower:
                         f"{inc.get('duration') or 0:.1f}s ({phases})",
                         color,
                     )
+
+    def incident_detail(self, host: Host, incident_id: str) -> dict[str, Any]:
+        """What the agent recorded besides the status' keys: the downgrade's preview, its backup."""
+        try:
+            found = deploys.agent_get(self.lab, host, f"/api/admin/rollback/incidents/{incident_id}")
+        except (OSError, ValueError):
+            return {}
+        return dict(found.get("detail") or {}) if isinstance(found, dict) else {}
 
     def poll_capture(self) -> None:
         for m in services.messages(self.lab, after=self.capture_after):
@@ -305,6 +318,23 @@ def start_load(lab: Lab, duration: float, rate: float) -> subprocess.Popen[str]:
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+def steady_load(lab: Lab, duration: float, rate: float, warmup: float, quiet: bool) -> subprocess.Popen[str]:
+    """The load generator, its report lines shown (unless quiet), after ``warmup`` seconds of it: the
+    rules need a steady baseline of traffic to compute ratios."""
+    load = start_load(lab, duration, rate)
+    t0 = time.monotonic()
+
+    def pump() -> None:
+        assert load.stdout is not None
+        for line in load.stdout:
+            if not quiet:
+                event(line.rstrip(), t0, "2")
+
+    threading.Thread(target=pump, daemon=True).start()
+    time.sleep(warmup)
+    return load
+
+
 def run(
     lab: Lab,
     release: str = "v3",
@@ -327,17 +357,7 @@ def run(
         f"breaking the lab: deploy {release} ({shas[release][:10]}) over "
         f"{deploys.release_name(good_sha, shas)} under load; expected alert: {alert}"
     )
-    load = start_load(lab, timeout + warmup, rate)
-    t0 = time.monotonic()
-
-    def pump() -> None:
-        assert load.stdout is not None
-        for line in load.stdout:
-            if not quiet_load:
-                event(line.rstrip(), t0, "2")
-
-    threading.Thread(target=pump, daemon=True).start()
-    time.sleep(warmup)  # a steady baseline first: the rules need traffic to compute ratios
+    load = steady_load(lab, timeout + warmup, rate, warmup, quiet_load)
     report = Report(release, alert, shas[release], good_sha, time.time())
     follower = Follower(lab, report, time.monotonic())
     follower.baseline()
@@ -454,6 +474,8 @@ def summarize(r: Report) -> None:
                 f"(target < 300 s) {phases}",
                 flush=True,
             )
+            for line in downgrade_lines((inc.get("detail") or {}).get("downgrade")):
+                print(f"      {line}", flush=True)
             verification = inc.get("verification") or {}
             if verification:
                 alerts = ", ".join(
@@ -465,3 +487,22 @@ def summarize(r: Report) -> None:
                 started = attached["starts_at"]
                 print(f"      attached: {attached['alertname']} (started {started})", flush=True)
     print("    next: make lab-notifications  (every message of the incident)", flush=True)
+
+
+def downgrade_lines(downgrade: dict[str, Any] | None) -> list[str]:
+    """The database phase of a rollback as the summary shows it: classification, rows, backup."""
+    if not downgrade:
+        return []
+    get = downgrade.get
+    lines = [
+        f"downgrade {get('from_revision')} -> {get('to_revision')}: {get('classification')} "
+        f"(policy {get('policy')}, action {get('action')})"
+    ]
+    for item in downgrade.get("dropped") or []:
+        what = f"column {item['table']}.{item['column']}" if item.get("column") else f"table {item['table']}"
+        rows = "rows not counted" if item.get("rows") is None else f"{item['rows']:,} rows"
+        lines.append(f"  drops {what} ({rows})")
+    backup = downgrade.get("backup")
+    if backup:
+        lines.append(f"  backup {backup['path']} ({backup['size']:,} bytes, sha256 {backup['sha256']})")
+    return lines

@@ -21,7 +21,7 @@ PIDFILE = CAPTURE_DIR / "capture.pid"
 # The code the running capture server was started from: a newer lab_kit restarts it (messages are
 # kept in CAPTURE_DIR), so a lab that was up before an upgrade answers what the new agents send.
 CODE_STAMP = CAPTURE_DIR / "capture.code"
-RELEASE_NAMES = ("v1", "v2", "v3", "v3-slow")
+RELEASE_NAMES = ("v1", "v2", "v2.1", "v3", "v3-slow")
 
 
 def build_releases() -> dict[str, Any]:
