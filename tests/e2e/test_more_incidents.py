@@ -68,6 +68,26 @@ def test_one_alertmanager_down_neither_stops_nor_duplicates_the_rollback(
         assert st["deployment"]["sha"] == r.good_sha
 
 
+def test_the_destructive_downgrade_is_counted_and_backed_up_first(
+    lab: Lab, slow_with_mon1_alertmanager_down: incident.Report
+) -> None:
+    """v3-slow's migration adds transactions.fee and fee_schedule: the downgrade drops rows (issue 17)."""
+    r = slow_with_mon1_alertmanager_down
+    (inc,) = [i for i in new_incidents(r, "app1") if i["status"] not in ("blocked", "dry_run")]
+    downgrade = inc["detail"]["downgrade"]  # app1 runs the migrations (app2 shares its database)
+    assert (downgrade["from_revision"], downgrade["to_revision"]) == ("0003", "0002")
+    assert downgrade["classification"] == "destructive" and downgrade["action"] == "backup", downgrade
+    rows = {(d["table"], d["column"]): d["rows"] for d in downgrade["dropped"]}
+    assert rows[("fee_schedule", None)] == 2, rows  # the fee tiers its migration inserted
+    assert rows[("transactions", "fee")] > 0, rows  # every transaction carries a fee column
+    backup = downgrade["backup"]
+    listed = in_host(lab.hosts["app1"], "sha256sum", backup["path"]).stdout.split()
+    assert listed[0] == backup["sha256"] and "/backups/" in backup["path"], (listed, backup)
+    lines = incident.downgrade_lines(downgrade)
+    assert any("drops table fee_schedule (2 rows)" in line for line in lines), lines
+    assert not [i for i in new_incidents(r, "app2") if (i.get("detail") or {}).get("downgrade")]
+
+
 def _post_alert(lab: Lab, labels: dict[str, str], starts: datetime, ends: datetime) -> None:
     now = starts
     body = json.dumps(
