@@ -141,3 +141,53 @@ def test_malformed_endpoints_fail_clearly(tmp_path: Path, endpoint: dict[str, An
     assert proc.returncode != 0
     assert "prometheus_remote_write: every entry needs a unique name" in proc.stdout
     assert not (tmp_path / "out" / "mon1" / "prometheus.yml").exists()
+
+
+GRAFANA_PLAY = """
+- hosts: monitoring
+  gather_facts: false
+  tasks:
+    - ansible.builtin.include_role: {name: grafana, tasks_from: render.yml}
+"""
+
+
+def test_grafana_gets_the_long_term_store_as_a_second_datasource(tmp_path: Path) -> None:
+    inventory = {"monitoring": {"hosts": {"mon1": {"ansible_host": "169.254.10.11"}}}}
+    (tmp_path / "inventory.yml").write_text(yaml.safe_dump(inventory))
+    (tmp_path / "play.yml").write_text(GRAFANA_PLAY)
+    env = {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+        "ANSIBLE_ROLES_PATH": str(REPO / "roles"),
+        "ANSIBLE_NOCOLOR": "1",
+        "PATH": f"{BIN}:{os.environ['PATH']}",
+    }
+    argv = [
+        str(BIN / "ansible-playbook"),
+        "-i",
+        str(tmp_path / "inventory.yml"),
+        str(tmp_path / "play.yml"),
+        "-e",
+        f"render_dir={tmp_path / 'out'}",
+        "-e",
+        "grafana_longterm_datasource_url=https://mimir.example.com/prometheus",
+    ]
+    proc = subprocess.run(
+        argv, cwd=tmp_path, capture_output=True, text=True, env=env, check=False, timeout=600
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    path = tmp_path / "out" / "mon1" / "grafana" / "provisioning/datasources/sre-monitoring.yaml"
+    datasources = {d["uid"]: d for d in yaml.safe_load(path.read_text())["datasources"]}
+    assert datasources["prometheus"]["isDefault"] is True
+    assert datasources["prometheus"]["url"] == "http://169.254.10.11:9090"
+    assert datasources["prometheus-longterm"] == {
+        "name": "Long-term storage",
+        "uid": "prometheus-longterm",
+        "type": "prometheus",
+        "access": "proxy",
+        "orgId": 1,
+        "url": "https://mimir.example.com/prometheus",
+        "isDefault": False,
+        "editable": False,
+        "jsonData": {"httpMethod": "POST", "timeInterval": "15s"},
+    }
