@@ -67,7 +67,7 @@ def test_slow_clients_do_not_delay_a_real_webhook(server) -> None:
             response = None
         print(f"webhook answered in {elapsed:.3f}s with 8 slow clients connected")
         assert response is not None and response.status_code == 200, "the webhook timed out"
-        assert elapsed < 2.0, elapsed
+        assert elapsed < 8.0, elapsed  # stalled workers would hold it until the 10 s client timeout
     finally:
         stop.set()
         for sock in opened:
