@@ -180,7 +180,8 @@ class Follower:
                 for outcome, value in sorted(counts.items()):
                     delta = value - before.get(outcome, 0.0)
                     if delta > 0:
-                        self.r.mark(f"webhook_{host.name}")
+                        if outcome != "ignored":  # not a leftover (e.g. an earlier alert resolving)
+                            self.r.mark(f"webhook_{host.name}")
                         self.r.webhooks.setdefault(host.name, {})
                         self.r.webhooks[host.name][outcome] = (
                             self.r.webhooks[host.name].get(outcome, 0) + delta
