@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from rollback_agent import datasafety, metrics, preflight, verification
+from rollback_agent import datasafety, fleet, metrics, preflight, verification
 from rollback_agent.config import Config, TriggerConfig
 from rollback_agent.durations import format_duration
 from rollback_agent.host import Host
@@ -326,7 +326,7 @@ def _await_downgrade(host: Host, incident_id: str, plan: Plan) -> None:
     deadline = time.monotonic() + WEBHOOK_PREVIEW_TIMEOUT
     while time.monotonic() < deadline:
         inc = host.store.incident(incident_id)
-        if inc is None:
+        if inc is None or fleet.waits(host, inc):  # a later wave: its database phase comes much later
             return
         if inc.detail.get("downgrade"):
             plan.downgrade = inc.detail["downgrade"]
