@@ -78,3 +78,13 @@ def test_a_second_site_yml_run_changes_nothing(lab: Lab) -> None:
     assert again.rc == 0, f"site.yml failed on an unchanged lab; log: {again.log}"
     print(f"\nsite.yml no-change run: {again.seconds:.0f}s, {again.tasks} tasks, {again.changed} changed")
     assert again.changed == 0, "site.yml is not idempotent, changed:\n" + "\n".join(changed_tasks(again.log))
+
+
+def test_check_mode_on_the_converged_lab_reports_no_change(lab: Lab) -> None:
+    """`site.yml --check --diff` (an operator's preview) runs clean and would change nothing."""
+    check = playbook("site.yml", "--check", "--diff", quiet=True, label="e2e-site-check")
+    assert check.rc == 0, f"site.yml --check failed on the converged lab; log: {check.log}"
+    print(f"\nsite.yml --check --diff: {check.seconds:.0f}s, {check.tasks} tasks, {check.changed} changed")
+    assert check.changed == 0, "site.yml --check reports changes on a converged lab:\n" + "\n".join(
+        changed_tasks(check.log)
+    )
