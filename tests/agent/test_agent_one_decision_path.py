@@ -157,7 +157,11 @@ def test_test_endpoint_and_webhook_decide_the_same(
     assert simulated["executed"] is False
     if expected in ("blocked", "dry_run", "accepted"):
         plan = simulated["plan"]
-        assert decided["plan"] == {k: plan[k] for k in ("from_sha", "to_sha", "to_revision", "units")}
+        shown = {k: v for k, v in decided["plan"].items() if k != "downgrade"}
+        assert shown == {k: plan[k] for k in ("from_sha", "to_sha", "to_revision", "units")}
+        if expected == "accepted":  # the answer shows the downgrade the test endpoint previewed
+            assert decided["plan"]["downgrade"]["classification"] == plan["downgrade"]["classification"]
+            assert decided["plan"]["downgrade"]["action"] == plan["downgrade"]["action"]
         assert _guards(decided["guards"]) == _guards(plan["guards"])
         blocked = next((g["name"] for g in plan["guards"] if not g["ok"] and g["name"] != "dry_run"), None)
         assert plan["blocked_by"] == blocked
