@@ -9,8 +9,6 @@ no longer rendered, and the agents' triggers made from the rule set under anothe
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import subprocess
 import sys
@@ -19,6 +17,7 @@ from typing import Any
 
 import pytest
 import yaml
+from testkit.ansible import run_playbook
 
 pytestmark = pytest.mark.integration
 
@@ -81,25 +80,7 @@ CANARY_RULES = """groups:
 
 
 def render(tmp: Path, out: Path, **extra: Any) -> subprocess.CompletedProcess[str]:
-    (tmp / "inventory.yml").write_text(yaml.safe_dump(INVENTORY))
-    (tmp / "play.yml").write_text(PLAY)
-    (tmp / "vars.json").write_text(json.dumps({"render_dir": str(out), **extra}))
-    env = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-        "ANSIBLE_ROLES_PATH": str(REPO / "roles"),
-        "ANSIBLE_NOCOLOR": "1",
-        "PATH": f"{BIN}:{os.environ['PATH']}",
-    }
-    argv = [
-        str(BIN / "ansible-playbook"),
-        "-i",
-        str(tmp / "inventory.yml"),
-        str(tmp / "play.yml"),
-        "-e",
-        f"@{tmp / 'vars.json'}",
-    ]
-    return subprocess.run(argv, cwd=tmp, capture_output=True, text=True, env=env, check=False, timeout=600)
+    return run_playbook(tmp, PLAY, INVENTORY, {"render_dir": str(out), **extra})
 
 
 def alerts(rules_dir: Path) -> dict[str, dict[str, Any]]:

@@ -7,8 +7,6 @@ named by file, never written into prometheus.yml; malformed entries fail with a 
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
+from testkit.ansible import run_playbook
 
 pytestmark = pytest.mark.integration
 
@@ -63,27 +62,9 @@ def render(tmp: Path, endpoints: list[dict[str, Any]]) -> subprocess.CompletedPr
             "hosts": {"mon1": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}}
         }
     }
-    (tmp / "inventory.yml").write_text(yaml.safe_dump(inventory))
-    (tmp / "play.yml").write_text(PLAY)
-    (tmp / "vars.json").write_text(
-        json.dumps({"render_dir": str(tmp / "out"), "prometheus_remote_write": endpoints})
+    return run_playbook(
+        tmp, PLAY, inventory, {"render_dir": str(tmp / "out"), "prometheus_remote_write": endpoints}
     )
-    env = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-        "ANSIBLE_ROLES_PATH": str(REPO / "roles"),
-        "ANSIBLE_NOCOLOR": "1",
-        "PATH": f"{BIN}:{os.environ['PATH']}",
-    }
-    argv = [
-        str(BIN / "ansible-playbook"),
-        "-i",
-        str(tmp / "inventory.yml"),
-        str(tmp / "play.yml"),
-        "-e",
-        f"@{tmp / 'vars.json'}",
-    ]
-    return subprocess.run(argv, cwd=tmp, capture_output=True, text=True, env=env, check=False, timeout=600)
 
 
 def test_remote_write_endpoints_are_rendered_with_secrets_in_files(tmp_path: Path) -> None:
@@ -153,28 +134,11 @@ GRAFANA_PLAY = """
 
 def test_grafana_gets_the_long_term_store_as_a_second_datasource(tmp_path: Path) -> None:
     inventory = {"monitoring": {"hosts": {"mon1": {"ansible_host": "169.254.10.11"}}}}
-    (tmp_path / "inventory.yml").write_text(yaml.safe_dump(inventory))
-    (tmp_path / "play.yml").write_text(GRAFANA_PLAY)
-    env = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-        "ANSIBLE_ROLES_PATH": str(REPO / "roles"),
-        "ANSIBLE_NOCOLOR": "1",
-        "PATH": f"{BIN}:{os.environ['PATH']}",
+    extra = {
+        "render_dir": str(tmp_path / "out"),
+        "grafana_longterm_datasource_url": "https://mimir.example.com/prometheus",
     }
-    argv = [
-        str(BIN / "ansible-playbook"),
-        "-i",
-        str(tmp_path / "inventory.yml"),
-        str(tmp_path / "play.yml"),
-        "-e",
-        f"render_dir={tmp_path / 'out'}",
-        "-e",
-        "grafana_longterm_datasource_url=https://mimir.example.com/prometheus",
-    ]
-    proc = subprocess.run(
-        argv, cwd=tmp_path, capture_output=True, text=True, env=env, check=False, timeout=600
-    )
+    proc = run_playbook(tmp_path, GRAFANA_PLAY, inventory, extra)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     path = tmp_path / "out" / "mon1" / "grafana" / "provisioning/datasources/sre-monitoring.yaml"
     datasources = {d["uid"]: d for d in yaml.safe_load(path.read_text())["datasources"]}

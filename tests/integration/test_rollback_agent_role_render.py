@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from testkit.ansible import run_playbook
 
 pytestmark = pytest.mark.integration
 
@@ -68,26 +68,11 @@ PREFLIGHT_PLAY = """
 """
 
 
-def run_playbook(tmp_path: Path, play: str, inventory: dict, *extra: str) -> subprocess.CompletedProcess[str]:
-    (tmp_path / "inventory.yml").write_text(yaml.safe_dump(inventory))
-    (tmp_path / "play.yml").write_text(play)
-    env = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-        "ANSIBLE_ROLES_PATH": str(REPO / "roles"),
-        "ANSIBLE_FACT_CACHING": "memory",
-        "ANSIBLE_NOCOLOR": "1",
-        "PATH": f"{BIN}:{os.environ['PATH']}",
-    }
-    argv = [str(BIN / "ansible-playbook"), "-i", str(tmp_path / "inventory.yml"), str(tmp_path / "play.yml")]
-    return subprocess.run([*argv, *extra], cwd=tmp_path, capture_output=True, text=True, env=env, check=False)
-
-
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("render")
     out = tmp / "out"
-    proc = run_playbook(tmp, RENDER_PLAY, INVENTORY, "-e", f"render_dir={out}")
+    proc = run_playbook(tmp, RENDER_PLAY, INVENTORY, {"render_dir": str(out)})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for secret in ("render-test-secret", "renderSecret"):
         assert secret not in proc.stdout + proc.stderr
@@ -138,7 +123,7 @@ def fleet_rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
                        rollback_agent_fleet_ca_file="/etc/ssl/fleet-ca.pem")
     tmp = tmp_path_factory.mktemp("fleet-render")
     out = tmp / "out"
-    proc = run_playbook(tmp, APP_RENDER_PLAY, inventory, "-e", f"render_dir={out}")
+    proc = run_playbook(tmp, APP_RENDER_PLAY, inventory, {"render_dir": str(out)})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return out
 
@@ -168,7 +153,7 @@ def test_fleet_wave_host_var_wins(tmp_path: Path) -> None:
     app["vars"]["rollback_agent_fleet_enabled"] = True
     app["hosts"]["app4"]["rollback_agent_wave"] = 7
     out = tmp_path / "out"
-    proc = run_playbook(tmp_path, APP_RENDER_PLAY, inventory, "-e", f"render_dir={out}")
+    proc = run_playbook(tmp_path, APP_RENDER_PLAY, inventory, {"render_dir": str(out)})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     waves = {h: yaml.safe_load((out / h / "rollback-agent.yml").read_text())["fleet"]["wave"]
              for h in ("app1", "app2", "app3", "app4")}

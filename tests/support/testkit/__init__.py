@@ -5,6 +5,7 @@
     testkit.tools    require_tool
     testkit.postgres a throwaway PostgreSQL cluster
     testkit.lab      helpers of the lab's end-to-end tests
+    testkit.ansible  run_playbook: a small playbook of the roles on an inventory written by the test
 
 Real components only: the tools and servers come from the Debian packages that scripts/bootstrap
 installs. A missing tool fails the test with the command that installs it; nothing is skipped.
