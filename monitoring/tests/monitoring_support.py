@@ -7,15 +7,14 @@ points), then checked with the real tools: promtool, amtool and a real Alertmana
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 from rollback_agent.triggers import DEFAULT_TRIGGERS
+from testkit.ansible import BIN, ansible_env
 
 REPO = Path(__file__).resolve().parents[2]
 MONITORING = REPO / "monitoring"
@@ -23,7 +22,6 @@ TESTS = MONITORING / "tests"
 FIXTURE_PLAYBOOK = TESTS / "fixtures" / "render.yml"
 RENDER_PLAYBOOK = REPO / "playbooks" / "render.yml"
 PRODUCTION_INVENTORY = REPO / "inventories" / "production"
-BIN = Path(sys.executable).parent
 
 # The alerts the rollback agents act on by default: the rules must define exactly these
 # (the agent's own list, so the two cannot drift apart; docs/contracts.md).
@@ -39,17 +37,6 @@ CATEGORIES = (
     "external_services",
     "monitoring_meta",
 )
-
-
-def ansible_env() -> dict[str, str]:
-    return {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-        "ANSIBLE_ROLES_PATH": str(REPO / "roles"),
-        "ANSIBLE_NOCOLOR": "1",
-        "ANSIBLE_FORCE_COLOR": "0",
-        "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
-    }
 
 
 def run_playbook(

@@ -16,6 +16,18 @@ from testkit import REPO_ROOT
 BIN = Path(sys.executable).parent
 
 
+def ansible_env() -> dict[str, str]:
+    """The environment of an ansible-playbook run on the repository: its ansible.cfg and roles, no colour."""
+    return {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(REPO_ROOT / "ansible.cfg"),
+        "ANSIBLE_ROLES_PATH": str(REPO_ROOT / "roles"),
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_FORCE_COLOR": "0",
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+
+
 def run_playbook(
     tmp: Path,
     play: str,
@@ -33,14 +45,7 @@ def run_playbook(
     if extra_vars is not None:
         (tmp / "vars.json").write_text(json.dumps(extra_vars))
         argv += ["-e", f"@{tmp / 'vars.json'}"]
-    env = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(REPO_ROOT / "ansible.cfg"),
-        "ANSIBLE_ROLES_PATH": str(REPO_ROOT / "roles"),
-        "ANSIBLE_FACT_CACHING": "memory",
-        "ANSIBLE_NOCOLOR": "1",
-        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-    }
+    env = {**ansible_env(), "ANSIBLE_FACT_CACHING": "memory"}
     return subprocess.run(
         [*argv, *args], cwd=tmp, capture_output=True, text=True, env=env, check=False, timeout=timeout
     )
