@@ -242,6 +242,46 @@ def test_kill_9_during_the_wait_is_interrupted(fleet: Fleet) -> None:
         raise AssertionError("the runner still runs")
 
 
+def test_the_canary_s_rollback_of_an_earlier_deploy_of_the_release_is_not_this_one(fleet: Fleet) -> None:
+    """The same release deployed again is a new occurrence: app1's failed rollback of the earlier
+    deploy of v3 neither stops app2 nor answers for app1's rollback of the new one."""
+    fleet.configure({"app1": 0, "app2": 1, "app3": 1})
+    for env in fleet.envs.values():
+        env.write_config(guards={"cooldown": "1s", "clock_skew": "1s"})
+    fleet.envs["app1"].control_file("fail-restart")
+    fleet.start(*HOSTS)  # app3 (wave 1) answers but is never triggered
+    ids = trigger_all(fleet, "app1", "app2")
+    assert fleet.envs["app1"].wait_incident(ids["app1"], timeout=90)["status"] == "failed"
+    assert fleet.envs["app2"].wait_incident(ids["app2"], timeout=60)["status"] == "aborted"
+    (fleet.envs["app1"].control / "fail-restart").unlink()
+    from rollback_agent.stuck import resolve
+
+    resolve(fleet.envs["app1"].agent(), ids["app1"], "the unit restarts again")  # what the operator does
+    time.sleep(2)  # the cooldown, and the old incident ends more than clock_skew before the new deploy
+    for name in ("app1", "app2"):  # v3 deployed again (forced: it is marked bad)
+        assert fleet.envs[name].deploy("v3", force=True).result == "deployed"
+    app2 = fleet.servers["app2"]
+    second = app2.trigger(payload(fingerprint="fp-error-rate-2"))  # a new firing, after the deploy
+    assert second.status_code == 202, second.text
+
+    def waiting() -> dict[str, Any] | None:
+        busy = app2.get("/api/admin/rollback/status").json()["in_progress"]
+        asked = ((busy or {}).get("fleet") or {}).get("peers", {}).get("app1", {}).get("answered")
+        return busy if asked else None
+
+    busy = wait_for(waiting, 20, "app2 to have asked app1")
+    assert busy["phase"] == "waiting_for_wave", busy  # not aborted by the earlier failure
+    assert busy["fleet"]["peers"]["app1"]["detail"] == "no rollback of this release yet", busy["fleet"]
+    time.sleep(1)
+    assert app2.get("/api/admin/rollback/status").json()["in_progress"]["phase"] == "waiting_for_wave"
+    canary_id = fleet.servers["app1"].trigger(payload(fingerprint="fp-error-rate-2")).json()["incident_id"]
+    canary = fleet.envs["app1"].wait_incident(canary_id, timeout=90)
+    assert canary["status"] == "success", (canary.status, canary.reason)
+    inc = fleet.envs["app2"].wait_incident(second.json()["incident_id"], timeout=90)
+    assert inc["status"] == "success", inc
+    assert phase(inc, "initiated")["started_at"] >= canary["ended_at"]
+
+
 def test_fleet_configuration_is_validated(tmp_path: Path) -> None:
     from rollback_agent.config import ConfigError, parse_config
 

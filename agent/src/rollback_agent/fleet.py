@@ -189,6 +189,10 @@ class WaveWait:
         self.peers = {p.host: PeerState(p.host) for p in self.fleet.peers}
         self.started = time.monotonic()
         self.last_record: dict[str, Any] | None = None
+        # When the release went live here (the deploy that put it in place began): a peer's incident
+        # about it that ended before then is about an earlier deploy of the same release.
+        record = host.store.latest_deploy_of(incident.from_sha) if incident.from_sha else None
+        self.live_since = record.started_at - host.config.guards.clock_skew if record else None
 
     def awaited(self) -> list[PeerState]:
         """Peers of an earlier wave (or of a wave not known yet) without a success."""
@@ -218,10 +222,20 @@ class WaveWait:
             if peer.wave >= self.fleet.wave:
                 peer.state, peer.detail = LATER, f"wave {peer.wave}: not awaited"
                 continue
-            peer.state, peer.detail = judge(answer, self.incident.to_sha)
+            peer.state, peer.detail = judge(self._current(answer), self.incident.to_sha)
             if peer.state == STOP:
                 return peer
         return None
+
+    def _current(self, answer: dict[str, Any]) -> dict[str, Any]:
+        """The peer's answer without its incident when that incident ended before the release went
+        live here: the same release deployed again is a new occurrence (a stale success must not let
+        this host go ahead, a stale failure must not stop it)."""
+        inc = answer.get("incident")
+        ended = inc.get("ended_at") if isinstance(inc, dict) else None
+        if self.live_since is not None and isinstance(ended, (int, float)) and ended < self.live_since:
+            return {**answer, "incident": None}
+        return answer
 
     def _record(self, outcome: str | None = None, **extra: Any) -> dict[str, Any]:
         record = {
