@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
+from agent_downgrade import backups, trigger, with_payments
 from rollback_agent.backup import prune_backups
 from rollback_agent.config import ConfigError
-from test_agent_downgrade_safety import backups, trigger, with_payments
 
 pytestmark = pytest.mark.agent
 

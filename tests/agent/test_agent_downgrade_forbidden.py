@@ -10,8 +10,8 @@ import json
 from pathlib import Path
 
 import pytest
+from agent_downgrade import backups, payments, unchanged_at_v4, with_payments
 from agent_support import basic_auth, run_cli
-from test_agent_downgrade_safety import backups, payments, unchanged_at_v4, with_payments
 
 pytestmark = pytest.mark.agent
 

@@ -6,9 +6,9 @@ action and the backup; the SQL is shortened there (the plan and the incident kee
 from __future__ import annotations
 
 import pytest
+from agent_downgrade import TRIGGER, with_payments
 from agent_support import basic_auth, payload
 from rollback_agent import datasafety
-from test_agent_downgrade_safety import TRIGGER, with_payments
 
 pytestmark = pytest.mark.agent
 
