@@ -349,7 +349,7 @@ class Config(_Section):
     @field_validator("triggers", mode="before")
     @classmethod
     def _merge_defaults(cls, v: Any) -> Any:
-        # The seven triggers of SPEC.md always exist; entries here add to them or replace one
+        # The seven default triggers (docs/contracts.md) always exist; entries here add to them or replace one
         # (set auto_rollback: false to switch a default off).
         if v is None:
             v = {}
