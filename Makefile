@@ -50,7 +50,7 @@ bench: bootstrap ## every benchmark of the project; prints figures
 lab: bootstrap ## boot the lab, provision it with site.yml and deploy the sample service
 	@$(ROOT)/scripts/lab up
 
-lab-break: ## deploy the bad release on the lab and follow the automated rollback
+lab-break: ## deploy the bad release on the lab and follow the automated rollback (SCENARIO=bad-release, slow-release, not-the-cause, canary-fails)
 	@$(ROOT)/scripts/lab break
 
 lab-notifications: ## list the Slack/PagerDuty/email messages the lab captured

@@ -4,8 +4,9 @@
     scripts/lab break [--slow] [--scenario NAME]
                                 deploy v3 (or v3-slow) under load and follow the rollback live;
                                 --scenario (or SCENARIO=, as in make lab-break SCENARIO=...):
-                                bad-release (v3, the default), slow-release (v3-slow) or
+                                bad-release (v3, the default), slow-release (v3-slow),
                                 not-the-cause (deploy v2.1, stop Redis: a rollback that does not help)
+                                or canary-fails (v3; app1's rollback fails: app2 aborts, untouched)
     scripts/lab status          hosts, services, deployed releases, captured messages
     scripts/lab notifications   what Slack, PagerDuty and email received [--kind K] [--full]
     scripts/lab down            remove everything the lab created
@@ -170,11 +171,11 @@ def cmd_notifications(args: argparse.Namespace) -> int:
 
 
 # make lab-break SCENARIO=NAME (make passes its command-line variables in the environment)
-SCENARIOS = {"bad-release": "v3", "slow-release": "v3-slow", "not-the-cause": None}
+SCENARIOS = {"bad-release": "v3", "slow-release": "v3-slow", "not-the-cause": None, "canary-fails": None}
 
 
 def cmd_break(args: argparse.Namespace) -> int:
-    from lab_kit import incident, not_the_cause
+    from lab_kit import canary_fails, incident, not_the_cause
 
     scenario = args.scenario or os.environ.get("SCENARIO") or ("slow-release" if args.slow else "bad-release")
     if scenario not in SCENARIOS:
@@ -182,7 +183,9 @@ def cmd_break(args: argparse.Namespace) -> int:
     lab = inventory.load()
     with heavy_lock():
         release = SCENARIOS[scenario]
-        if release is None:
+        if scenario == "canary-fails":
+            report = canary_fails.run(lab, timeout=args.timeout)
+        elif release is None:
             report = not_the_cause.run(lab, timeout=args.timeout)
         else:
             report = incident.run(lab, release=release, timeout=args.timeout)
@@ -211,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     brk.add_argument("--slow", action="store_true", help="deploy v3-slow (latency) instead of v3 (errors)")
     brk.add_argument(
         "--scenario", choices=sorted(SCENARIOS),
-        help="bad-release (default), slow-release (= --slow) or not-the-cause (default: $SCENARIO)",
+        help="bad-release (default), slow-release (= --slow), not-the-cause or canary-fails "
+        "(default: $SCENARIO)",
     )
     brk.add_argument("--timeout", type=float, default=600, help="give up after this many seconds")
     brk.set_defaults(func=cmd_break)

@@ -66,6 +66,8 @@ class Report:
     final_sha: dict[str, str | None] = field(default_factory=dict)
     am_receivers: list[str] = field(default_factory=list)
     escalations: list[str] = field(default_factory=list)  # the agents' pages (not_the_cause.py)
+    waves: dict[str, int | None] = field(default_factory=dict)  # each app host's fleet wave (status)
+    checks: dict[str, Any] = field(default_factory=dict)  # what a scenario read on the hosts (canary_fails)
     fired: list[str] = field(default_factory=list)
     deploy_rc: int | None = None
     success: bool = False
@@ -110,6 +112,7 @@ class Follower:
             st = deploys.agent_status(self.lab, host) or {}
             self.baseline_incidents[host.name] = {i["incident_id"] for i in st.get("history") or []}
             self.sha[host.name] = deploys.current_sha(st)
+            self.r.waves[host.name] = (st.get("fleet") or {}).get("wave")
             try:
                 self.hooks[host.name] = webhook_counts(get_text(self.agent_url(host, "/metrics")))
             except OSError:
@@ -213,9 +216,12 @@ class Follower:
                 key = (running.get("phase"), running.get("progress"))
                 if key != self.phase.get(host.name):
                     self.phase[host.name] = key
+                    self.r.mark(f"{running.get('phase')}_{host.name}")
                     bar = progress_bar(int(running.get("progress") or 0))
+                    awaiting = ", ".join((running.get("fleet") or {}).get("awaiting") or [])
                     self.say(
-                        f"{host.name} rollback {running.get('incident_id')}: {running.get('phase')} {bar}",
+                        f"{host.name} rollback {running.get('incident_id')}: {running.get('phase')} {bar}"
+                        + (f" waiting for: {awaiting}" if awaiting else ""),
                         "36",
                     )
             for inc in st.get("history") or []:
@@ -487,7 +493,41 @@ def summarize(r: Report) -> None:
             for attached in inc.get("attached") or []:
                 started = attached["starts_at"]
                 print(f"      attached: {attached['alertname']} (started {started})", flush=True)
+    lines = wave_lines(r)
+    if lines:
+        print("    waves (the agents' incidents, seconds after the deploy started):", flush=True)
+        for line in lines:
+            print(f"      {line}", flush=True)
     print("    next: make lab-notifications  (every message of the incident)", flush=True)
+
+
+def wave_lines(r: Report) -> list[str]:
+    """Each host's rollback in wave order, from its incident's phases: the wait, the rollback, the result."""
+
+    def at(t: float | None) -> str:
+        return "-" if t is None else f"+{t - r.started_at:.1f}s"
+
+    out = []
+    order = sorted(r.incidents, key=lambda h: (r.waves.get(h) is None, r.waves.get(h) or 0, h))
+    for host in order:
+        wave = r.waves.get(host)
+        for inc in r.incidents[host].values():
+            if not inc.get("result"):
+                continue
+            phases = {p["name"]: p for p in inc.get("phases") or []}
+            parts = []
+            waited = phases.get("waiting_for_wave")
+            if waited:
+                parts.append(f"waiting_for_wave {at(waited['started_at'])} .. {at(waited.get('ended_at'))}")
+            start = phases.get("initiated")
+            if start:
+                parts.append(f"rollback {at(start['started_at'])}")
+            result = f"{inc['result']} {at(inc.get('ended_at'))}"
+            if inc["result"] != "success" and inc.get("error"):
+                result += f" ({inc.get('failed_step')}: {str(inc['error'])[:110]})"
+            label = f"{host} (wave {wave})" if wave is not None else f"{host} (no waves)"
+            out.append(f"{label}: " + ", ".join(parts) + f" -> {result}")
+    return out
 
 
 def downgrade_lines(downgrade: dict[str, Any] | None) -> list[str]:

@@ -7,16 +7,20 @@ The agents cannot tell a bad release from a broken dependency; the closed loop c
   4. after guards.verify_window (lab: 3m) each agent reports `not_confirmed` and escalates
      (Slack with @here, a PagerDuty trigger), and rolls back nothing more (v2 was put in place by a
      rollback: only a person rolls it back),
-  5. Redis is started again, whatever happened.
+  5. Redis is started again, whatever happened, and the scenario returns only once Prometheus shows
+     the alerts the stop caused (RedisConnectionFailure, the rollback triggers that followed from it
+     such as TransactionProcessingFailure, Redis' own alerts) resolved: the next scenario must not
+     count them among its own (bounded: RESOLVE_TIMEOUT, then the scenario fails, naming them).
 The Report is incident.py's, with the escalations the capture server received.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
-from lab_kit import deploys, incident, services
+from lab_kit import alerts, deploys, incident, services
 from lab_kit.inventory import Host, Lab
 from lab_kit.paths import STATE
 from lab_kit.podman import exec_in
@@ -27,6 +31,7 @@ BASE = "v2"
 ALERT = "RedisConnectionFailure"
 REDIS_UNIT = "redis-server"
 EXECUTED_NOT = ("blocked", "dry_run")  # incident statuses that ran nothing
+RESOLVE_TIMEOUT = 300.0  # seconds for the alerts the stop caused to resolve once Redis runs again
 
 
 def escalations(lab: Lab, after: int) -> list[str]:
@@ -94,6 +99,7 @@ def run(
     capture_from = follower.capture_after
     deadline = time.monotonic() + timeout
     redis_stopped = False
+    before: set[tuple[tuple[str, str], ...]] = set()
     try:
         # --force: v2.1 is marked bad after an earlier run of this scenario (the agents rolled it back)
         follower.say(f"deploying {RELEASE} with playbooks/deploy.yml -e force=true", "1")
@@ -104,6 +110,7 @@ def run(
             report.reason = f"the deploy of {RELEASE} failed (rc {report.deploy_rc})"
         else:
             wait_cooldown(lab, follower)
+            before = {alerts.key(a) for a in alerts.active(lab)}  # not the scenario's doing
             follower.say(f"stopping {REDIS_UNIT} on {cache.name}: the release is not the cause", "1;33")
             exec_in(cache, "systemctl", "stop", REDIS_UNIT)
             redis_stopped = True
@@ -121,12 +128,14 @@ def run(
         if redis_stopped:
             exec_in(cache, "systemctl", "start", REDIS_UNIT)
             follower.say(f"{REDIS_UNIT} on {cache.name} started again", "32")
+            wait_caused_alerts(lab, report, follower, before)
     for host in apps:
         report.final_sha[host.name] = deploys.current_sha(deploys.agent_status(lab, host))
     found = report.escalations = escalations(lab, capture_from)
-    report.success = report.deploy_rc == 0 and not check(report, apps, found)
+    problems = check(report, apps, found)
+    report.success = report.deploy_rc == 0 and not problems and not report.reason
     if not report.success:
-        report.reason = report.reason or "; ".join(check(report, apps, found))
+        report.reason = "; ".join([r for r in (report.reason,) if r] + problems)
         warn(f"the scenario did not end as expected: {report.reason}")
     incident.summarize(report)
     print("    escalations captured:", flush=True)
@@ -134,6 +143,33 @@ def run(
         print(f"      {line}", flush=True)
     event(f"report: {report.save()}")
     return report
+
+
+def caused(before: set[tuple[tuple[str, str], ...]]) -> Callable[[alerts.Alert], bool]:
+    """The alerts the stop of Redis caused: rollback triggers and Redis' alerts not active before it."""
+
+    def concerned(alert: alerts.Alert) -> bool:
+        labels = alert["labels"]
+        related = labels.get("rollback") == "true" or "redis" in labels.get("alertname", "").lower()
+        return related and alerts.key(alert) not in before
+
+    return concerned
+
+
+def wait_caused_alerts(
+    lab: Lab, report: incident.Report, follower: incident.Follower, before: set[tuple[tuple[str, str], ...]]
+) -> None:
+    follower.say(f"waiting (at most {RESOLVE_TIMEOUT:.0f}s) for the alerts the stop caused to resolve", "33")
+    try:
+        took = alerts.wait_resolved(
+            lab, caused(before), RESOLVE_TIMEOUT, f"the alerts caused by stopping {REDIS_UNIT}", follower.poll
+        )
+    except TimeoutError as exc:
+        report.reason = str(exc)
+        follower.say(str(exc), "1;31")
+        return
+    report.mark("caused_alerts_resolved")
+    follower.say(f"Prometheus: the alerts the stop caused resolved {took:.0f}s after Redis started", "32")
 
 
 def check(report: incident.Report, apps: list[Host], found: list[str]) -> list[str]:

@@ -71,6 +71,31 @@ def test_app1_downgrades_the_database_and_app2_does_not(v3: incident.Report) -> 
     assert {"application"} <= set(phases1) and {"application"} <= set(phases2)
 
 
+def test_app1_wave_0_rolls_back_first_and_app2_waits_for_it(lab: Lab, v3: incident.Report) -> None:
+    """Issue 13: the lab's agents roll back in waves; the order is read from their own records."""
+    for host, wave in (("app1", 0), ("app2", 1)):
+        st = deploys.agent_status(lab, lab.hosts[host]) or {}
+        assert (st.get("fleet") or {}).get("wave") == wave, (host, st.get("fleet"))
+        assert v3.waves[host] == wave, v3.waves
+    (app1,) = [i for i in new_incidents(v3, "app1") if i["result"]]
+    (app2,) = [i for i in new_incidents(v3, "app2") if i["result"]]
+    phases1 = {p["name"]: p for p in app1["phases"]}
+    phases2 = {p["name"]: p for p in app2["phases"]}
+    assert "waiting_for_wave" not in phases1, phases1  # the canary acts at once
+    waited = phases2["waiting_for_wave"]
+    assert app2["phases"][0]["name"] == "waiting_for_wave", app2["phases"]
+    # app2 was waiting while app1 rolled back, and changed nothing before app1 had succeeded
+    assert waited["started_at"] < app1["ended_at"] <= waited["ended_at"], (waited, app1["ended_at"])
+    assert phases2["initiated"]["started_at"] >= app1["ended_at"], (phases2["initiated"], app1["ended_at"])
+    fleet = app2["detail"]["fleet"]
+    assert fleet["outcome"] == "proceed" and fleet["wave"] == 1, fleet
+    assert fleet["peers"]["app1"]["state"] == "succeeded" and fleet["peers"]["app1"]["wave"] == 0, fleet
+    # the summary's timeline shows the same order
+    lines = incident.wave_lines(v3)
+    assert [line.split(" ")[0] for line in lines] == ["app1", "app2"], lines
+    assert "waiting_for_wave" in lines[1] and "waiting_for_wave" not in lines[0], lines
+
+
 def test_hosts_run_v2_with_the_deployment_ref_moved(
     lab: Lab, v3: incident.Report, shas: dict[str, str]
 ) -> None:
