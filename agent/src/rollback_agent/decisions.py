@@ -20,12 +20,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
-import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from rollback_agent import datasafety, fleet, metrics, preflight, verification
+from rollback_agent import datasafety, fleet, metrics, preflight, preview, verification
 from rollback_agent.config import Config, TriggerConfig
 from rollback_agent.durations import format_duration
 from rollback_agent.host import Host
@@ -320,20 +319,20 @@ def handle_webhook(host: Host, payload: WebhookPayload, remote: str | None = Non
 
 def _await_downgrade(host: Host, incident_id: str, plan: Plan) -> None:
     """The answer shows what the rollback's database phase found (SQL, objects, rows, action), as the
-    runner records it before any change; bounded: the rollback goes on whatever the answer holds."""
+    runner records it before any change; bounded: the rollback goes on whatever the answer holds.
+
+    The rollback process says when it is recorded (``preview``): no polling, no worker held longer."""
     if host.migrations is None or not plan.to_revision or plan.from_revision == plan.to_revision:
+        preview.forget(incident_id)
         return
-    deadline = time.monotonic() + WEBHOOK_PREVIEW_TIMEOUT
-    while time.monotonic() < deadline:
-        inc = host.store.incident(incident_id)
-        if inc is None or fleet.waits(host, inc):  # a later wave: its database phase comes much later
-            return
-        if inc.detail.get("downgrade"):
-            plan.downgrade = inc.detail["downgrade"]
-            return
-        if inc.status != RUNNING:  # ended before its database phase (blocked, failed)
-            return
-        time.sleep(0.1)
+    inc = host.store.incident(incident_id)
+    if inc is None or fleet.waits(host, inc):  # a later wave: its database phase comes much later
+        preview.forget(incident_id)
+        return
+    preview.wait(incident_id, WEBHOOK_PREVIEW_TIMEOUT)
+    inc = host.store.incident(incident_id)
+    if inc is not None and inc.detail.get("downgrade"):
+        plan.downgrade = inc.detail["downgrade"]
 
 
 def decide_waiting(host: Host, now: float | None = None) -> list[dict[str, Any]]:

@@ -38,7 +38,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from rollback_agent import datasafety, fleet, metrics, preflight, procs
+from rollback_agent import datasafety, fleet, metrics, preflight, preview, procs
 from rollback_agent.backup import prune_backups
 from rollback_agent.durations import format_duration
 from rollback_agent.gitops import GitError
@@ -177,6 +177,7 @@ class RollbackRun:
                 self._wait_for_wave()
             self._enter("initiated")
             target_revision = self._prepare()
+            preview.recorded()  # no preview to wait for after the preflight (no downgrade, or recorded)
             self._enter("database")
             self._database(target_revision)
             self._enter("application")
@@ -396,6 +397,7 @@ class RollbackRun:
         done = {"policy": policy, "action": action, "forbidden_overridden": overridden}
         record: dict[str, Any] = {"downgrade": check.as_dict() | done}
         self.store.merge_detail(self.incident_id, **record)
+        preview.recorded()  # the webhook's answer shows it from here on
         self._detail(reason)
         if action == datasafety.BLOCK:
             raise DowngradeBlockedError(f"blocked: {reason}")
@@ -637,6 +639,7 @@ def execute(
 def _reap(host: Host, incident_id: str, proc: subprocess.Popen[bytes]) -> None:
     """Wait for the rollback process; if it ended without a result, say so now (not at the next look)."""
     returncode = proc.wait()
+    preview.forget(incident_id)
     try:
         if reaped(host, incident_id, returncode):
             log.error(
@@ -655,6 +658,9 @@ def spawn(host: Host, incident_id: str, lock: OperationLock) -> None:
         raise OSError("the operation lock is not held")
     if not host.config.source:
         raise OSError("the configuration has no file the rollback process could read")
+    # The process closes its end of this pipe once the downgrade's preview is recorded (or it
+    # exits): the webhook's answer waits for that instead of polling the store (preview.py).
+    ready_r, ready_w = os.pipe()
     argv = [
         sys.executable,
         "-m",
@@ -665,8 +671,17 @@ def spawn(host: Host, incident_id: str, lock: OperationLock) -> None:
         incident_id,
         "--lock-fd",
         str(lock.fd),
+        "--ready-fd",
+        str(ready_w),
     ]
-    proc = subprocess.Popen(argv, pass_fds=(lock.fd,), stdin=subprocess.DEVNULL, close_fds=True)
+    try:
+        proc = subprocess.Popen(argv, pass_fds=(lock.fd, ready_w), stdin=subprocess.DEVNULL, close_fds=True)
+    except OSError:
+        os.close(ready_r)
+        raise
+    finally:
+        os.close(ready_w)
+    preview.expect(incident_id, ready_r)
     lock.describe("rollback", incident_id, pid=proc.pid)
     host.store.update_incident(incident_id, runner_pid=proc.pid)
     lock.detach()

@@ -1,4 +1,5 @@
-"""The background rollback process: ``python -m rollback_agent.runner --config F --incident ID --lock-fd N``.
+"""The background rollback process: ``python -m rollback_agent.runner --config F --incident ID --lock-fd N``
+(``--ready-fd N``: closed once the downgrade's preview is recorded, see ``preview``).
 
 Started by the gunicorn worker that accepted the webhook, with the operation lock's descriptor
 inherited. It does not depend on the worker: gunicorn can restart its workers meanwhile. If this
@@ -13,6 +14,7 @@ import os
 import sys
 import threading
 
+from rollback_agent import preview
 from rollback_agent.config import ConfigError, load_config
 from rollback_agent.host import Host
 from rollback_agent.locking import LockBusyError, adopt
@@ -26,7 +28,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True)
     parser.add_argument("--incident", required=True)
     parser.add_argument("--lock-fd", type=int, required=True)
+    parser.add_argument("--ready-fd", type=int, help="closed once the downgrade's preview is recorded")
     args = parser.parse_args(argv)
+    if args.ready_fd is not None:
+        preview.announce_to(args.ready_fd)
     os.umask(0o027)
     try:
         config = load_config(args.config)
