@@ -48,6 +48,7 @@ from rollback_agent.migrations import MigrationError, release_revision
 from rollback_agent.notify import short
 from rollback_agent.observe import Observed, database_revision, observe
 from rollback_agent.recovery import exit_cause, reaped
+from rollback_agent.speculation import Speculation
 from rollback_agent.state import ABORTED, BLOCKED, FAILED, INTERRUPTED, SUCCESS, TIMED_OUT, Incident
 from rollback_agent.steps import Deadline, StepError
 from rollback_agent.units import restart_units, verify
@@ -344,25 +345,26 @@ class RollbackRun:
             self._detail(f"target revision {target_revision} (derived from the release's migration scripts)")
         if self.host.migrations is not None:
             self._check_time("initiated")
-            try:
-                self.live_revision = database_revision(self.host, self.deadline.cap(120.0))
-            except MigrationError as exc:
-                raise StepError(
-                    "initiated",
-                    f"preflight: the database's revision cannot be read with the scripts of "
-                    f"{short(from_sha)}: {exc}",
-                ) from None
-            problems = preflight.revision_problems(
-                self.host, from_sha, self.live_revision, to_sha, target_revision
-            )
-            if problems:
-                raise StepError("initiated", "preflight: " + "; ".join(problems))
-            self._detail(f"preflight ok: database at {self.live_revision}")
-            if target_revision and self.live_revision != target_revision:
-                self._data_safety(self.live_revision, target_revision)
+            with Speculation(self.host, inc.from_revision, target_revision, self.deadline) as rendered:
+                try:
+                    self.live_revision = database_revision(self.host, self.deadline.cap(120.0))
+                except MigrationError as exc:
+                    raise StepError(
+                        "initiated",
+                        f"preflight: the database's revision cannot be read with the scripts of "
+                        f"{short(from_sha)}: {exc}",
+                    ) from None
+                problems = preflight.revision_problems(
+                    self.host, from_sha, self.live_revision, to_sha, target_revision
+                )
+                if problems:
+                    raise StepError("initiated", "preflight: " + "; ".join(problems))
+                self._detail(f"preflight ok: database at {self.live_revision}")
+                if target_revision and self.live_revision != target_revision:
+                    self._data_safety(self.live_revision, target_revision, rendered)
         return target_revision
 
-    def _data_safety(self, live_revision: str, target_revision: str) -> None:
+    def _data_safety(self, live_revision: str, target_revision: str, rendered: Speculation) -> None:
         """Before any change: the downgrade's SQL, what it drops and its rows, then the policy.
 
         Blocks (``DowngradeBlockedError``), backs up (a failing backup stops here), switches to a
@@ -387,7 +389,7 @@ class RollbackRun:
                 "(--allow-forbidden); migrations.destructive_downgrade still applies"
             )
         self._check_time("initiated")
-        check = datasafety.render(migrations, live_revision, target_revision, self.deadline.cap(120.0))
+        check = rendered.result(live_revision, target_revision)
         try:
             datasafety.count_rows(migrations, check, min(migrations.config.count_timeout, 120.0))
         except datasafety.DataSafetyError as exc:
