@@ -511,7 +511,7 @@ def wave_lines(r: Report) -> list[str]:
     order = sorted(r.incidents, key=lambda h: (r.waves.get(h) is None, r.waves.get(h) or 0, h))
     for host in order:
         wave = r.waves.get(host)
-        for inc in r.incidents[host].values():
+        for inc in sorted(r.incidents[host].values(), key=lambda i: float(i.get("started_at") or 0)):
             if not inc.get("result"):
                 continue
             phases = {p["name"]: p for p in inc.get("phases") or []}
