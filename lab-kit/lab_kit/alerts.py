@@ -42,6 +42,8 @@ def wait_resolved(
         except (OSError, ValueError, KeyError) as exc:
             left = [{"labels": {"alertname": f"(Prometheus does not answer: {exc})"}, "state": "?"}]
         if not left:
+            if poll is not None:
+                poll()  # the follower sees the resolution too (its summary's "alert resolved")
             return time.monotonic() - start
         if time.monotonic() - start >= timeout:
             raise TimeoutError(
