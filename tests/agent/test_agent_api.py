@@ -158,8 +158,11 @@ def test_status_shows_deployment_triggers_and_history(agent_env, client) -> None
     assert hook["status"] == "dry_run" and hook["alert_count"] == 1
     assert hook["alerts"][0]["alertname"] == "CriticalErrorRate"
     assert hook["alerts"][0]["decision"] == "dry_run"
-    bad = client.get(STATUS + "?limit=abc", headers=basic_auth())
-    assert bad.status_code == 400 and "limit" in bad.get_json()["detail"]
+    for raw in ("abc", "0", "501", "\u00b2", "\u0663", "-1", "1e2", "0" * 4000):
+        bad = client.get(STATUS, query_string={"limit": raw}, headers=basic_auth())
+        assert bad.status_code == 400 and "limit" in bad.get_json()["detail"], raw
+    for path in (STATUS, "/api/admin/rollback/history"):
+        assert client.get(path, query_string={"limit": "500"}, headers=basic_auth()).status_code == 200
 
 
 def test_test_endpoint_reports_the_plan_and_executes_nothing(agent_env) -> None:

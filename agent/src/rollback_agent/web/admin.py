@@ -19,7 +19,8 @@ bp.before_request(require_auth)
 
 def _limit(default: int) -> int | tuple[Response, int]:
     raw = request.args.get("limit", str(default))
-    if not raw.isdigit() or not 1 <= int(raw) <= 500:
+    # ASCII digits only: str.isdigit() accepts '²', which int() then refuses (a 500 before)
+    if not re.fullmatch(r"[0-9]{1,3}", raw) or not 1 <= int(raw) <= 500:
         return error_response(400, f"limit must be a whole number from 1 to 500, got {raw!r}")
     return int(raw)
 
