@@ -25,7 +25,7 @@ from lab_kit import alerts, deploys, incident
 from lab_kit.inventory import Host, Lab
 from lab_kit.paths import STATE
 from lab_kit.podman import exec_in
-from lab_kit.ui import event, step, warn
+from lab_kit.ui import event, step
 
 RELEASE = "v3"
 BASE = "v2"
@@ -131,10 +131,7 @@ def run(
         if planted:
             cleanup(lab, report, follower, canary)
     problems = check(report, apps, canary)
-    report.success = report.deploy_rc == 0 and not problems and not report.reason
-    if not report.success:
-        report.reason = "; ".join([r for r in (report.reason,) if r] + problems)
-        warn(f"the scenario did not end as expected: {report.reason}")
+    incident.judge(report, problems)
     incident.summarize(report)
     event(f"report: {report.save()}")
     return report

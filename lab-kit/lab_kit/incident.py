@@ -439,6 +439,15 @@ def run(
     return report
 
 
+def judge(report: Report, problems: list[str]) -> None:
+    """A scenario's verdict: success when its deploy ran, none of its checks found a problem and
+    nothing went wrong on the way; otherwise the reasons, joined, and a warning."""
+    report.success = report.deploy_rc == 0 and not problems and not report.reason
+    if not report.success:
+        report.reason = "; ".join([r for r in (report.reason,) if r] + problems)
+        warn(f"the scenario did not end as expected: {report.reason}")
+
+
 def summarize(r: Report) -> None:
     step(f"incident summary ({r.release}: {r.alert})")
     m = r.marks

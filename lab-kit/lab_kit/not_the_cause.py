@@ -24,7 +24,7 @@ from lab_kit import alerts, deploys, incident, services
 from lab_kit.inventory import Host, Lab
 from lab_kit.paths import STATE
 from lab_kit.podman import exec_in
-from lab_kit.ui import event, step, warn
+from lab_kit.ui import event, step
 
 RELEASE = "v2.1"
 BASE = "v2"
@@ -133,10 +133,7 @@ def run(
         report.final_sha[host.name] = deploys.current_sha(deploys.agent_status(lab, host))
     found = report.escalations = escalations(lab, capture_from)
     problems = check(report, apps, found)
-    report.success = report.deploy_rc == 0 and not problems and not report.reason
-    if not report.success:
-        report.reason = "; ".join([r for r in (report.reason,) if r] + problems)
-        warn(f"the scenario did not end as expected: {report.reason}")
+    incident.judge(report, problems)
     incident.summarize(report)
     print("    escalations captured:", flush=True)
     for line in found or ["none"]:
