@@ -12,7 +12,7 @@ export ANSIBLE_CONFIG := $(ROOT)/ansible.cfg
 PYTEST := $(VENV)/bin/pytest
 
 .PHONY: help bootstrap test lint unit agent-test monitoring-test integration molecule e2e bench \
-        lab lab-up lab-break lab-down lab-notifications render clean
+        lab lab-up lab-break lab-down lab-notifications render collection clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -62,6 +62,9 @@ lab-down: ## remove everything the lab created
 render: bootstrap ## render every generated config of the production inventory into ./render (and agent/examples/)
 	ansible-playbook -i inventories/production playbooks/render.yml -e render_dir=$(ROOT)/render \
 	  -e render_examples_dir=$(ROOT)/agent/examples
+
+collection: bootstrap ## build the roles as the Ansible collection sre_monitoring.stack into ./dist (galaxy.yml)
+	ansible-galaxy collection build --force --output-path $(ROOT)/dist $(ROOT)
 
 clean: ## remove caches (not the venv or the image)
 	rm -rf .cache/facts .pytest_cache .ruff_cache render

@@ -43,7 +43,7 @@ PHASE_FILES = {
     "dashboards.yml": "configure",
     "service.yml": "service",
 }
-# the service step of each role: its include of the common role's service entry point
+# the service step of each role: its include of the stack_common role's service entry point
 SERVICE_STEP = {role: f"Run {role}" for role in ROLES} | {
     "grafana": "Run Grafana",
     "rollback_agent": "Run the agent",
@@ -171,13 +171,13 @@ def test_dynamic_includes_pass_their_phase_on(role: str) -> None:
 @pytest.mark.parametrize(
     "entry",
     [
-        "common/tasks/user.yml",
-        "common/tasks/install.yml",
-        "common/tasks/install_tarball.yml",
-        "common/tasks/args.yml",
-        "common/tasks/unit.yml",
-        "common/tasks/web_config.yml",
-        "common/tasks/service.yml",
+        "stack_common/tasks/user.yml",
+        "stack_common/tasks/install.yml",
+        "stack_common/tasks/install_tarball.yml",
+        "stack_common/tasks/args.yml",
+        "stack_common/tasks/unit.yml",
+        "stack_common/tasks/web_config.yml",
+        "stack_common/tasks/service.yml",
         "monitoring_config/tasks/rules.yml",
         "monitoring_config/tasks/render_rules.yml",
         "monitoring_config/tasks/alertmanager.yml",
@@ -187,8 +187,8 @@ def test_dynamic_includes_pass_their_phase_on(role: str) -> None:
 )
 def test_included_entry_points_include_nothing_dynamically(entry: str) -> None:
     """A nested dynamic include drops the caller's phase tag unless it applies the phase itself
-    (common's install step includes the tarball tasks dynamically, applying `install`)."""
-    phase = ["install"] if entry.startswith("common/tasks/install") else None
+    (stack_common's install step includes the tarball tasks dynamically, applying `install`)."""
+    phase = ["install"] if entry.startswith("stack_common/tasks/install") else None
     dynamic = [
         task["name"]
         for task in _tasks(REPO / "roles" / entry)

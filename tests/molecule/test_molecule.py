@@ -35,7 +35,7 @@ SCENARIOS = sorted(p.parents[2].name for p in ROOT.glob("roles/*/molecule/defaul
 REQUIRED = {
     "alertmanager",
     "blackbox_exporter",
-    "common",
+    "stack_common",
     "grafana",
     "node_exporter",
     "postgres_exporter",
