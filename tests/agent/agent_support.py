@@ -8,6 +8,7 @@ import json
 import shutil
 import sqlite3
 import stat
+import subprocess
 import sys
 import threading
 import time
@@ -325,6 +326,21 @@ class AgentEnv:
 
     def control_file(self, name: str, content: str = "") -> None:
         (self.control / name).write_text(content)
+
+    def start_held_rollback(self) -> subprocess.Popen[str]:
+        """`rollback-agent rollback --json` in its own process, held in its restart step (the
+        sample unit sleeps) until the test lets it go; returns once the restart is sleeping."""
+        self.control_file("sleep-restart", "60")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "rollback_agent", "--config", str(self.config_path), "rollback", "--json"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 60
+        while not (self.control / "sleepers").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return proc
 
     def deployed_sha(self) -> str | None:
         import git

@@ -94,17 +94,8 @@ def test_restore_refused_during_a_rollback_and_a_deploy(agent_env, capsys, tmp_p
     env = agent_env
     target = tmp_path / "ledger.db"
     assert run(env, capsys, "backup", "--to", str(target))[0] == 0
-    env.control_file("sleep-restart", "60")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "rollback_agent", "--config", str(env.config_path), "rollback", "--json"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = env.start_held_rollback()
     try:
-        deadline = time.monotonic() + 60
-        while not (env.control / "sleepers").exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
         before = env.sql("SELECT id, status FROM incidents")
         code, out, err = run(env, capsys, "restore", "--from", str(target))
         assert code == 5, (out, err)

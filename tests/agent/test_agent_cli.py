@@ -5,9 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 
 import pytest
 from agent_support import alive
@@ -103,16 +100,7 @@ def test_manual_rollback_refused_and_busy(agent_env, capsys) -> None:
 
 def test_sigterm_stops_a_manual_rollback_and_records_it(agent_env) -> None:
     env = agent_env
-    env.control_file("sleep-restart", "60")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "rollback_agent", "--config", str(env.config_path), "rollback", "--json"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + 60
-    while not (env.control / "sleepers").exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    proc = env.start_held_rollback()
     proc.send_signal(signal.SIGTERM)
     (env.control / "sleep-restart").unlink()  # the restore's restarts do not hang
     out, err = proc.communicate(timeout=30)
