@@ -15,6 +15,23 @@ from agent_support import basic_auth, payload
 pytestmark = pytest.mark.agent
 
 
+def open_orphan(env, host, incident_id: str) -> str:
+    """A running v3 -> v2 rollback in the store whose runner is gone (nobody holds the lock)."""
+    from rollback_agent.state import RUNNING
+
+    host.store.open_incident(
+        incident_id,
+        source="webhook",
+        status=RUNNING,
+        reason="test",
+        from_sha=env.shas["v3"],
+        to_sha=env.shas["v2"],
+        from_revision="c3000003",
+        to_revision="b2000002",
+    )
+    return incident_id
+
+
 def test_kill_9_of_the_runner_is_noticed_within_seconds(agent_env) -> None:
     env = agent_env
     env.control_file("sleep-restart", "60")
@@ -64,18 +81,7 @@ def test_periodic_recovery_every_30_seconds_on_the_ticker(agent_env) -> None:
     host = env.agent()
 
     def orphan(name: str) -> str:  # a rollback whose process is gone (nobody holds the lock)
-        incident_id = f"INC-20250101-000000-{name}"
-        host.store.open_incident(
-            incident_id,
-            source="webhook",
-            status=RUNNING,
-            reason="test",
-            from_sha=env.shas["v3"],
-            to_sha=env.shas["v2"],
-            from_revision="c3000003",
-            to_revision="b2000002",
-        )
-        return incident_id
+        return open_orphan(env, host, f"INC-20250101-000000-{name}")
 
     ticker = Ticker(host, jobs={"recovery": PeriodicRecovery()})
     first = orphan("0000000000000001")
@@ -93,22 +99,12 @@ def test_periodic_recovery_every_30_seconds_on_the_ticker(agent_env) -> None:
 
 def test_an_interrupted_rollback_out_of_step_leaves_the_host_stuck(agent_env) -> None:
     from rollback_agent.recovery import recover
-    from rollback_agent.state import RUNNING
 
     env = agent_env
     host = env.agent()
     # The runner died after the downgrade, before the code switch: v3's code on v2's schema.
     host.migrations.downgrade("b2000002", 60)
-    host.store.open_incident(
-        "INC-20250101-000000-00000000000000ff",
-        source="webhook",
-        status=RUNNING,
-        reason="test",
-        from_sha=env.shas["v3"],
-        to_sha=env.shas["v2"],
-        from_revision="c3000003",
-        to_revision="b2000002",
-    )
+    open_orphan(env, host, "INC-20250101-000000-00000000000000ff")
     assert recover(host) == ["INC-20250101-000000-00000000000000ff"]
     inc = host.store.incident("INC-20250101-000000-00000000000000ff")
     assert inc.detail["stuck"] is True and "OUT OF STEP" in inc.error
