@@ -19,21 +19,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from testkit import SERVICE_ROLES
 from testkit.ansible import BIN, ansible_env
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-ROLES = [
-    "alertmanager",
-    "blackbox_exporter",
-    "grafana",
-    "node_exporter",
-    "postgres_exporter",
-    "prometheus",
-    "redis_exporter",
-    "rollback_agent",
-]
+ROLES = list(SERVICE_ROLES)
 PHASES = ("install", "configure", "service")
 # the task files of each phase (roles/<role>/tasks/main.yml imports them with these tags)
 PHASE_FILES = {

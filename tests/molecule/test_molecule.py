@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from lab_kit.lock import heavy_lock
+from testkit import SERVICE_ROLES
 
 pytestmark = pytest.mark.molecule
 
@@ -32,17 +33,7 @@ SCENARIO_TIMEOUT = 25 * 60
 
 SCENARIOS = sorted(p.parents[2].name for p in ROOT.glob("roles/*/molecule/default/molecule.yml"))
 # The roles of issue 4 (names fixed) and the shared role whose tarball path has its own scenario.
-REQUIRED = {
-    "alertmanager",
-    "blackbox_exporter",
-    "stack_common",
-    "grafana",
-    "node_exporter",
-    "postgres_exporter",
-    "prometheus",
-    "redis_exporter",
-    "rollback_agent",
-}
+REQUIRED = {*SERVICE_ROLES, "stack_common"}
 
 
 def record(times: dict[str, tuple[float, str]], role: str, seconds: float, outcome: str) -> None:

@@ -16,3 +16,17 @@ from __future__ import annotations
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
+
+# The roles that each install and run one service (a systemd unit): molecule has a scenario for
+# each, and each has the install/configure/service phase tags. stack_common and monitoring_config
+# are entered from them; sample_app is the lab's.
+SERVICE_ROLES = (
+    "alertmanager",
+    "blackbox_exporter",
+    "grafana",
+    "node_exporter",
+    "postgres_exporter",
+    "prometheus",
+    "redis_exporter",
+    "rollback_agent",
+)
