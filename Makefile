@@ -21,10 +21,11 @@ bootstrap: ## install apt packages, the venv and the systemd host image (idempot
 	@$(ROOT)/scripts/bootstrap
 
 # The light tiers run on two workers (much of their time is spent waiting on gunicorn, alembic,
-# Alertmanager); molecule and the lab run after them, one at a time. Both parts always run.
+# Alertmanager); molecule and the lab run after them, one at a time. Both parts always run and
+# print their slowest tests (where the time of a CI run goes).
 test: bootstrap ## run every test suite (lint, agent, monitoring, integration, molecule, e2e)
-	rc=0; $(PYTEST) -n 2 -m "not bench and not molecule and not e2e" || rc=$$?; \
-	  $(PYTEST) -m "molecule or e2e" || rc=$$?; exit $$rc
+	rc=0; $(PYTEST) -n 2 -m "not bench and not molecule and not e2e" --durations=15 || rc=$$?; \
+	  $(PYTEST) -m "molecule or e2e" --durations=25 || rc=$$?; exit $$rc
 
 lint: bootstrap ## ruff, yamllint, ansible-lint and playbook syntax checks
 	$(PYTEST) -m lint
