@@ -1,7 +1,7 @@
 """Benchmark of the agent (make bench): prints figures, asserts nothing about speed.
 
 1. Webhook intake under 8 concurrent senders: requests/s, p50 and p99 latency, as a ratio to a
-   bare Flask endpoint served with the same gunicorn settings (targets: >= 0.5, p99 < 50 ms).
+   bare Flask endpoint served with the same gunicorn settings (targets: >= 0.7, p99 < 50 ms).
 2. Memory: RSS of the gunicorn master and workers after the load (target: < 80 MB a process).
 3. Rollback wall time, webhook to recorded result, against the sum of the same raw commands run
    alone: alembic downgrade, git checkout, git update-ref, restarts, status checks, one health GET
@@ -99,10 +99,11 @@ def test_benchmark(agent_env) -> None:
     finally:
         bare.stop()
     lines += [
-        "intake, 8 concurrent senders, gunicorn 2 gthread workers x 16 threads, 5 s after 1 s warm-up:",
+        "intake, 8 concurrent senders, gunicorn 2 gthread workers x 16 threads, 5 s after 1 s warm-up"
+        f" (load average {os.getloadavg()[0]:.1f}):",
         "  " + agent_load.line("agent"),
         "  " + bare_load.line("bare Flask"),
-        f"  ratio agent/bare: {agent_load.rps / bare_load.rps:.2f} (target >= 0.5); "
+        f"  ratio agent/bare: {agent_load.rps / bare_load.rps:.2f} (target >= 0.7); "
         f"agent p99 {agent_load.percentile(0.99) * 1000:.1f} ms (target < 50 ms)",
         f"memory (RSS): master {master_rss:.1f} MB, workers "
         + ", ".join(f"{r:.1f}" for r in worker_rss)

@@ -245,6 +245,8 @@ class Store:
         self.retention = retention or RetentionConfig()
         self._ready = False
         self._connections: dict[tuple[int, int], sqlite3.Connection] = {}
+        # False in a served worker, whose Checkpointer thread copies the WAL (checkpoints.py).
+        self.autocheckpoint = True
 
     # --- plumbing ---------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -263,6 +265,8 @@ class Store:
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("PRAGMA synchronous=NORMAL")
+            if not self.autocheckpoint:
+                conn.execute("PRAGMA wal_autocheckpoint=0")
             self._connections[key] = conn
         yield conn
 
@@ -316,6 +320,12 @@ class Store:
         finally:
             conn.close()
         self._ready = True
+
+    def checkpoint(self) -> tuple[int, int, int]:
+        """Copy the WAL into the database (``PASSIVE``): (busy, WAL frames, frames copied)."""
+        with self.connect() as conn:
+            busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        return int(busy), int(frames), int(copied)
 
     def journal_mode(self) -> str:
         with self.connect() as conn:
