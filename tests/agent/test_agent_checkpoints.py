@@ -92,3 +92,22 @@ def test_served_worker_checkpoints_soon_after_a_few_webhooks(agent_env) -> None:
         wait_for(lambda: db.stat().st_size > before + 64 * 1024, 12, "the WAL copied into state.db", 0.1)
     finally:
         server.stop()
+
+
+def test_the_setting_reaches_a_connection_opened_before_it_changed(tmp_path: Path) -> None:
+    """A connection is kept per (process, thread identifier), and a finished thread's identifier is
+    reused by the next thread: the setting must follow on every use, not only at opening."""
+    store = Store(tmp_path / "state.db")
+    store.initialize()
+
+    def pages() -> int:  # always this thread, so always the same kept connection
+        with store.connect() as conn:
+            return int(conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
+
+    assert pages() == 1000
+    checkpointer = Checkpointer(store, interval=3600).start()
+    try:
+        assert pages() == 0
+    finally:
+        checkpointer.stop()
+    assert pages() == 1000

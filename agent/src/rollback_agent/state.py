@@ -98,6 +98,7 @@ CREATE TABLE IF NOT EXISTS slack_threads (incident_id TEXT PRIMARY KEY, ts TEXT 
 
 
 _WRITERS = threading.RLock()
+AUTOCHECKPOINT_PAGES = 1000  # SQLite's default wal_autocheckpoint, kept outside a served worker
 
 
 def _now() -> float:
@@ -245,6 +246,7 @@ class Store:
         self.retention = retention or RetentionConfig()
         self._ready = False
         self._connections: dict[tuple[int, int], sqlite3.Connection] = {}
+        self._autocheckpoint_pages: dict[tuple[int, int], int] = {}  # as set on each connection
         # False in a served worker, whose Checkpointer thread copies the WAL (checkpoints.py).
         self.autocheckpoint = True
 
@@ -265,9 +267,13 @@ class Store:
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("PRAGMA synchronous=NORMAL")
-            if not self.autocheckpoint:
-                conn.execute("PRAGMA wal_autocheckpoint=0")
             self._connections[key] = conn
+        # Set on every use, not only when opened: a thread's identifier is reused by a later thread,
+        # which then gets the connection opened before the setting changed.
+        pages = AUTOCHECKPOINT_PAGES if self.autocheckpoint else 0
+        if self._autocheckpoint_pages.get(key) != pages:
+            conn.execute(f"PRAGMA wal_autocheckpoint={pages}")
+            self._autocheckpoint_pages[key] = pages
         yield conn
 
     def close(self) -> None:
@@ -275,6 +281,7 @@ class Store:
             if key[0] == os.getpid():
                 conn.close()
             self._connections.pop(key, None)
+            self._autocheckpoint_pages.pop(key, None)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
