@@ -69,8 +69,8 @@ INVENTORY = {
 }
 
 PLAY = f"""
-- name: Render the monitoring hosts with the collection's roles
-  hosts: monitoring
+- name: Render the monitoring and app hosts with the collection's roles
+  hosts: monitoring:app
   gather_facts: false
   vars:
     ansible_connection: local
@@ -86,28 +86,17 @@ PLAY = f"""
       ansible.builtin.include_role:
         name: {FQCN}.prometheus
         tasks_from: render
+      when: "'monitoring' in group_names"
     - name: Render Alertmanager
       ansible.builtin.include_role:
         name: {FQCN}.alertmanager
         tasks_from: render
-
-- name: Render the app hosts with the collection's roles
-  hosts: app
-  gather_facts: false
-  vars:
-    ansible_connection: local
-    ansible_python_interpreter: "{{{{ ansible_playbook_python }}}}"
-  tasks:
-    - name: Create the render folder
-      ansible.builtin.file:
-        path: "{{{{ render_dir }}}}/{{{{ inventory_hostname }}}}/default"
-        state: directory
-        mode: "0755"
-      delegate_to: localhost
+      when: "'monitoring' in group_names"
     - name: Render the rollback agent
       ansible.builtin.include_role:
         name: {FQCN}.rollback_agent
         tasks_from: render
+      when: "'app' in group_names"
 """
 
 
