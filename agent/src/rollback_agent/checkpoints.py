@@ -31,7 +31,7 @@ class Checkpointer:
         self._thread: threading.Thread | None = None
 
     def start(self) -> Checkpointer:
-        """Connections opened from now on leave checkpoints to this thread."""
+        """The store's connections leave checkpoints to this thread from their next use on."""
         self.store.autocheckpoint = False
         self._stop.clear()
         self._thread = threading.Thread(target=self._loop, name="rollback-agent-checkpoint", daemon=True)
