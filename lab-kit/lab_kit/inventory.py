@@ -6,6 +6,7 @@ import json
 import subprocess
 from dataclasses import dataclass, field
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import jinja2
@@ -40,39 +41,55 @@ class Lab:
     hosts: dict[str, Host]
     vars: dict[str, Any]
 
+    def var(self, key: str) -> Any:
+        """A lab-wide variable, rendered; a clear error when it is missing or does not render."""
+        return _need("every host", self.vars, key)
+
     @property
     def network(self) -> str:
-        return str(self.vars["lab_network"])
+        return str(self.var("lab_network"))
 
     @property
     def subnet(self) -> str:
-        return str(self.vars["lab_subnet"])
+        return str(self.var("lab_subnet"))
 
     @property
     def gateway(self) -> str:
-        return str(self.vars["lab_gateway"])
+        return str(self.var("lab_gateway"))
 
     @property
     def image(self) -> str:
-        return str(self.vars["lab_image"])
+        return str(self.var("lab_image"))
 
     @property
     def base_image(self) -> str:
-        return str(self.vars["lab_base_image"])
+        return str(self.var("lab_base_image"))
 
     @property
     def capture_port(self) -> int:
-        return int(self.vars["lab_capture_http_port"])
+        return int(self.var("lab_capture_http_port"))
 
     @property
     def smtp_port(self) -> int:
-        return int(self.vars["lab_capture_smtp_port"])
+        return int(self.var("lab_capture_smtp_port"))
 
     def group(self, name: str) -> list[Host]:
         return [h for h in self.hosts.values() if name in h.groups]
 
 
 PER_HOST = ("lab_published_ports", "lab_container")
+# What the lab kit reads from every host: only these must render here. Other lab_* variables may
+# use Ansible's own context (groups, hostvars, role defaults) that a bare Jinja render lacks.
+NEEDED = ("ansible_host", "lab_container")
+
+
+class InventoryError(RuntimeError):
+    """The lab inventory lacks a variable the lab kit needs, or one of them does not render."""
+
+
+class _Unrendered:
+    def __init__(self, name: str, error: Exception) -> None:
+        self.name, self.error = name, error
 
 
 def _render(value: Any, context: dict[str, Any]) -> Any:
@@ -81,10 +98,38 @@ def _render(value: Any, context: dict[str, Any]) -> Any:
     return value
 
 
+def _render_all(wanted: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
+    """Render each variable (two passes: one may name another); keep failures as _Unrendered."""
+    out: dict[str, Any] = {}
+    for k, v in wanted.items():
+        try:
+            out[k] = _render(v, ctx)
+        except jinja2.TemplateError as e:
+            out[k] = _Unrendered(k, e)
+    rendered = {k: v for k, v in out.items() if not isinstance(v, _Unrendered)}
+    for k, v in list(out.items()):
+        if isinstance(v, _Unrendered):
+            v = wanted[k]
+        try:
+            out[k] = _render(v, {**ctx, **rendered})
+        except jinja2.TemplateError as e:
+            out[k] = _Unrendered(k, e)
+    return out
+
+
+def _need(host: str, values: dict[str, Any], key: str) -> Any:
+    if key not in values:
+        raise InventoryError(f"inventories/lab: host {host} has no variable {key}")
+    v = values[key]
+    if isinstance(v, _Unrendered):
+        raise InventoryError(f"inventories/lab: {key} of host {host} does not render: {v.error}")
+    return v
+
+
 @cache
-def load() -> Lab:
+def load(inventory: Path = INVENTORY) -> Lab:
     out = subprocess.run(
-        [str(VENV_BIN / "ansible-inventory"), "-i", str(INVENTORY), "--list"],
+        [str(VENV_BIN / "ansible-inventory"), "-i", str(inventory), "--list"],
         check=True, capture_output=True, text=True,
     )
     data = json.loads(out.stdout)
@@ -102,15 +147,16 @@ def load() -> Lab:
             if k == "ansible_host" or (k.startswith("lab_") and k != "lab_secrets")
         }
         ctx = {**wanted, "inventory_hostname": name}
-        rendered = {k: _render(v, ctx) for k, v in wanted.items()}
-        rendered = {k: _render(v, {**ctx, **rendered}) for k, v in rendered.items()}
+        rendered = _render_all(wanted, ctx)
+        for key in NEEDED:
+            _need(name, rendered, key)
         common = {k: v for k, v in rendered.items() if k.startswith("lab_") and k not in PER_HOST}
+        ports = _need(name, rendered, "lab_published_ports") if "lab_published_ports" in hv else []
         hosts[name] = Host(
             name=name,
             address=str(rendered["ansible_host"]),
             container=str(rendered["lab_container"]),
             groups=tuple(sorted(groups.get(name, set()))),
-            ports=tuple(Port(int(p["host"]), int(p["container"]), str(p["name"]))
-                        for p in rendered.get("lab_published_ports", [])),
+            ports=tuple(Port(int(p["host"]), int(p["container"]), str(p["name"])) for p in ports),
         )
     return Lab(hosts, common)
