@@ -14,8 +14,9 @@ PYTHON = Path(sys.executable)
 STATE = Path(os.environ.get("LAB_STATE_DIR", str(ROOT / ".lab")))
 INVENTORY = ROOT / "inventories" / "lab"
 PLAYBOOKS = ROOT / "playbooks"
-# The lab's own playbook (never run in production) sits beside its inventory.
-SAMPLE_APP_PLAYBOOK = "inventories/lab/playbooks/sample-app.yml"
+# The lab's own playbook (never run in production) sits in the lab's package folder, not in
+# inventories/lab: Ansible would try to read every file of the inventory folder as inventory.
+SAMPLE_APP_PLAYBOOK = "lab-kit/playbooks/sample-app.yml"
 RELEASES_REPO = STATE / "releases" / "sample-app"
 RELEASES_BUNDLE = STATE / "releases" / "sample-app.bundle"
 SECRETS = STATE / "secrets.yml"

@@ -9,10 +9,13 @@ start of the lab suite.
 from __future__ import annotations
 
 import ipaddress
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
 from lab_kit import inventory
+from lab_kit.paths import INVENTORY, ROOT, VENV_BIN
 
 pytestmark = pytest.mark.integration
 
@@ -61,3 +64,14 @@ def test_a_needed_variable_that_does_not_render_is_named(tmp_path: Path) -> None
 def test_a_missing_variable_is_named(tmp_path: Path) -> None:
     with pytest.raises(inventory.InventoryError, match="host h1 has no variable lab_container"):
         inventory.load(_inventory(tmp_path, ""))
+
+
+def test_ansible_reads_the_lab_inventory_without_a_warning() -> None:
+    """Every file in inventories/lab is read as inventory: a playbook there gives warnings in every run."""
+    proc = subprocess.run(
+        [str(VENV_BIN / "ansible-inventory"), "-i", str(INVENTORY), "--graph"],
+        capture_output=True, text=True, check=True,
+        env={**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")},
+    )
+    assert "[WARNING]" not in proc.stderr, proc.stderr
+    assert "@prometheus_longterm" in proc.stdout

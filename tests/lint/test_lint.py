@@ -14,12 +14,12 @@ pytestmark = pytest.mark.lint
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 # Every playbook, with the inventories it runs against: production playbooks against both, the
-# lab's own (inventories/lab/playbooks) against the lab only.
+# lab's own (lab-kit/playbooks) against the lab only.
 PLAYBOOKS = {
     **{p.relative_to(ROOT).as_posix(): ("inventories/production", "inventories/lab")
        for p in sorted((ROOT / "playbooks").glob("*.yml"))},
     **{p.relative_to(ROOT).as_posix(): ("inventories/lab",)
-       for p in sorted((ROOT / "inventories" / "lab" / "playbooks").glob("*.yml"))},
+       for p in sorted((ROOT / "lab-kit" / "playbooks").glob("*.yml"))},
 }
 
 
