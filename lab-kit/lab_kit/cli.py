@@ -94,6 +94,8 @@ def print_where_to_look(lab: inventory.Lab, seconds: float) -> None:
     lines = [
         f"Prometheus      {port('mon1', 'prometheus')}/alerts   (mon2: {port('mon2', 'prometheus')})",
         f"Alertmanager    {port('mon1', 'alertmanager')}           (mon2: {port('mon2', 'alertmanager')})",
+        f"Long-term store {port('mon2', 'prometheus-longterm')}/graph    (mon2's prometheus-longterm:"
+        " both replicas' remote_write, series labelled replica=mon1|mon2)",
         f"Agents' status  scripts/lab status   (API: {port('app1', 'rollback-agent')}/api/admin/rollback/"
         f"status and {port('app2', 'rollback-agent')}/...; user alertmanager, secret: webhook_secret"
         f" in {STATE / 'secrets.yml'})",

@@ -96,3 +96,10 @@ def test_grafana_has_the_longterm_datasource(lab: Lab) -> None:
         assert longterm["url"] == f"http://{store.address}:{LONGTERM_PORT}", f"{mon.name}: {longterm}"
         assert longterm["type"] == "prometheus" and longterm["isDefault"] is False, f"{mon.name}: {longterm}"
         assert by_uid["prometheus"]["isDefault"] is True, f"{mon.name}: {sources}"
+
+
+def test_the_longterm_store_answers_on_the_loopback_port_the_lab_prints(lab: Lab) -> None:
+    """`scripts/lab up` prints 127.0.0.1:<published port> for the long-term store: it must answer."""
+    port = longterm_host(lab).port("prometheus-longterm")
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready", timeout=5) as r:
+        assert r.status == 200
