@@ -35,13 +35,13 @@ PLAY = """
     alertmanager_secrets_dir: /etc/prometheus/alertmanager_secrets
     alertmanager_templates_dir: /etc/prometheus/alertmanager_templates
   tasks:
-    - ansible.builtin.include_role: {name: monitoring_config, tasks_from: rules.yml}
+    - ansible.builtin.include_role: {name: sre_monitoring.stack.monitoring_config, tasks_from: rules.yml}
       vars: {monitoring_config_rules_dest: "{{ render_dir }}/rules"}
-    - ansible.builtin.include_role: {name: monitoring_config, tasks_from: alertmanager.yml}
+    - ansible.builtin.include_role: {name: sre_monitoring.stack.monitoring_config, tasks_from: alertmanager.yml}
       vars:
         monitoring_config_alertmanager_dest: "{{ render_dir }}/alertmanager.yml"
         monitoring_config_templates_dest: "{{ render_dir }}/templates"
-    - ansible.builtin.include_role: {name: rollback_agent, tasks_from: render.yml}
+    - ansible.builtin.include_role: {name: sre_monitoring.stack.rollback_agent, tasks_from: render.yml}
 """
 
 INVENTORY = {

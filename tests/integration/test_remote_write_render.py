@@ -30,7 +30,7 @@ PLAY = """
         state: directory
         mode: "0755"
       delegate_to: localhost
-    - ansible.builtin.include_role: {name: prometheus, tasks_from: render.yml}
+    - ansible.builtin.include_role: {name: sre_monitoring.stack.prometheus, tasks_from: render.yml}
 """
 
 ENDPOINTS = [
@@ -128,7 +128,7 @@ GRAFANA_PLAY = """
 - hosts: monitoring
   gather_facts: false
   tasks:
-    - ansible.builtin.include_role: {name: grafana, tasks_from: render.yml}
+    - ansible.builtin.include_role: {name: sre_monitoring.stack.grafana, tasks_from: render.yml}
 """
 
 

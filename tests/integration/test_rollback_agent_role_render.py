@@ -51,11 +51,11 @@ RENDER_PLAY = """
 - hosts: app
   gather_facts: false
   tasks:
-    - ansible.builtin.include_role: {name: rollback_agent, tasks_from: render.yml}
+    - ansible.builtin.include_role: {name: sre_monitoring.stack.rollback_agent, tasks_from: render.yml}
 - hosts: monitoring
   gather_facts: false
   tasks:
-    - ansible.builtin.include_role: {name: grafana, tasks_from: render.yml}
+    - ansible.builtin.include_role: {name: sre_monitoring.stack.grafana, tasks_from: render.yml}
 """
 
 APP_RENDER_PLAY = RENDER_PLAY.split("- hosts: monitoring")[0]
@@ -64,7 +64,7 @@ PREFLIGHT_PLAY = """
 - hosts: app
   gather_facts: true
   tasks:
-    - ansible.builtin.include_role: {name: rollback_agent, tasks_from: preflight.yml}
+    - ansible.builtin.include_role: {name: sre_monitoring.stack.rollback_agent, tasks_from: preflight.yml}
 """
 
 
