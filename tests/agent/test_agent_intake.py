@@ -9,13 +9,12 @@ import os
 import re
 import socket
 import subprocess
-import sys
 import threading
 import time
 
 import pytest
 import requests
-from agent_gunicorn import AUTH, Gunicorn
+from agent_gunicorn import AGENT_APP, AUTH, GUNICORN, Gunicorn
 from agent_support import SECRET, basic_auth, payload
 
 pytestmark = pytest.mark.agent
@@ -238,14 +237,7 @@ def test_unwritable_metrics_directory_is_a_one_line_start_up_error(agent_env, tm
         "PROMETHEUS_MULTIPROC_DIR": str(blocker / "metrics"),
     }
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "-c",
-            "python:rollback_agent.gunicorn_conf",
-            "rollback_agent.wsgi:app",
-        ],
+        [*GUNICORN, *AGENT_APP],
         env=environ,
         capture_output=True,
         text=True,
