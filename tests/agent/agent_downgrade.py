@@ -61,17 +61,8 @@ def payments(env: AgentEnv) -> int:
     return count
 
 
-def pagerduty(env: AgentEnv, tmp_path: Path, **migrations: object) -> None:
-    key = tmp_path / "pagerduty-key"
-    key.write_text("R0UT1NGKEY-for-tests\n")
-    key.chmod(0o600)
-    assert env.server is not None
-    env.write_config(
-        notify={
-            "pagerduty": {"routing_key_file": str(key), "api_url": env.server.base + "/pagerduty/v2/enqueue"}
-        },
-        migrations=migrations,
-    )
+def pagerduty(env: AgentEnv, **migrations: object) -> None:
+    env.write_config(notify=env.pagerduty_notify(), migrations=migrations)
 
 
 def trigger(env: AgentEnv) -> dict:

@@ -20,6 +20,7 @@ import yaml
 
 SECRET = "s3cret-webhook-token-for-tests"
 SLACK_PATH = "/slack/services/T0001/B0001/VerySecretSlackPath42"
+PAGERDUTY_KEY = "R0UT1NGKEY-for-tests"
 
 
 # --- a local server: the application's health URL and a Slack capture --------------------------------
@@ -281,6 +282,15 @@ class AgentEnv:
                 }
             }
         return config
+
+    def pagerduty_notify(self) -> dict[str, Any]:
+        """``notify:`` with PagerDuty pointed at the capture server (routing key in a 0600 file)."""
+        assert self.server is not None, "PagerDuty needs the capture server"
+        key = self.etc / "pagerduty-key"
+        key.write_text(PAGERDUTY_KEY + "\n")
+        key.chmod(0o600)
+        api_url = self.server.base + "/pagerduty/v2/enqueue"
+        return {"pagerduty": {"routing_key_file": str(key), "api_url": api_url}}
 
     def write_config(self, **overrides: Any) -> Path:
         self.overrides = deep_merge(self.overrides, overrides)

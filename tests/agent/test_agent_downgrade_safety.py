@@ -65,9 +65,9 @@ def test_a_safe_downgrade_runs_without_backup(any_env) -> None:
     assert backups(env) == []
 
 
-def test_block_leaves_everything_and_pages(any_env, tmp_path) -> None:
+def test_block_leaves_everything_and_pages(any_env) -> None:
     env = any_env
-    pagerduty(env, tmp_path, destructive_downgrade="block")
+    pagerduty(env, destructive_downgrade="block")
     with_payments(env)
     incident = trigger(env)
     assert incident["status"] == "blocked" and incident["failed_step"] == "initiated", incident
@@ -82,9 +82,9 @@ def test_block_leaves_everything_and_pages(any_env, tmp_path) -> None:
     assert backups(env) == []
 
 
-def test_block_rolls_the_code_back_only_when_the_release_declares_it_compatible(any_env, tmp_path) -> None:
+def test_block_rolls_the_code_back_only_when_the_release_declares_it_compatible(any_env) -> None:
     env = any_env
-    pagerduty(env, tmp_path, destructive_downgrade="block")
+    pagerduty(env, destructive_downgrade="block")
     with_payments(env, declaration="downgrade: destructive\ncode_compatible_with_newer_schema: true\n")
     incident = trigger(env)
     assert incident["status"] == "success", incident
@@ -95,7 +95,7 @@ def test_block_rolls_the_code_back_only_when_the_release_declares_it_compatible(
     assert "schema left at d4000004 (code-only rollback)" in str(incident["phases"])
 
 
-def test_backup_then_run_keeps_a_restorable_copy(any_env, tmp_path) -> None:
+def test_backup_then_run_keeps_a_restorable_copy(any_env) -> None:
     env = any_env
     with_payments(env, rows=5)
     incident = trigger(env)
@@ -126,7 +126,7 @@ def test_backup_then_run_keeps_a_restorable_copy(any_env, tmp_path) -> None:
     assert out.stdout.strip() == "5|1000"
 
 
-def test_a_failing_backup_changes_nothing(any_env, tmp_path) -> None:
+def test_a_failing_backup_changes_nothing(any_env) -> None:
     env = any_env
     env.write_config(migrations={"backup_command": ["false"]})
     with_payments(env)
@@ -155,9 +155,9 @@ def test_run_records_the_sql_and_the_counts(any_env) -> None:
     assert backups(env) == []
 
 
-def test_a_release_declaring_forbidden_never_rolls_back_automatically(any_env, tmp_path) -> None:
+def test_a_release_declaring_forbidden_never_rolls_back_automatically(any_env) -> None:
     env = any_env
-    pagerduty(env, tmp_path, destructive_downgrade="run")
+    pagerduty(env, destructive_downgrade="run")
     with_payments(env, declaration="downgrade: forbidden\n")
     incident = trigger(env)
     assert incident["status"] == "blocked", incident

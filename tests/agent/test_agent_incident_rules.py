@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 import pytest
-from agent_support import AgentEnv, Clock, basic_auth, payload
+from agent_support import PAGERDUTY_KEY, AgentEnv, Clock, basic_auth, payload
 
 pytestmark = pytest.mark.agent
 
@@ -288,19 +288,12 @@ def test_verification_confirmed_when_every_alert_resolves(agent_env: AgentEnv) -
     assert metrics.VERIFICATIONS.labels(state="confirmed")._value.get() == before + 1
 
 
-def test_verification_not_confirmed_escalates_once(agent_env: AgentEnv, tmp_path, capsys) -> None:
+def test_verification_not_confirmed_escalates_once(agent_env: AgentEnv, capsys) -> None:
     from rollback_agent import metrics
     from rollback_agent.cli import main
 
     env = agent_env
-    key = tmp_path / "pagerduty-key"
-    key.write_text("R0UT1NGKEY-for-tests\n")
-    key.chmod(0o600)
-    env.write_config(
-        notify={
-            "pagerduty": {"routing_key_file": str(key), "api_url": env.server.base + "/pagerduty/v2/enqueue"}
-        }
-    )
+    env.write_config(notify=env.pagerduty_notify())
     clock = Clock()
     client = env.client(clock)
     first = roll_back(env, client)
@@ -318,7 +311,7 @@ def test_verification_not_confirmed_escalates_once(agent_env: AgentEnv, tmp_path
     assert first["incident_id"] in escalation["text"]
     assert len(env.server.pages) == 1
     page = env.server.pages[0]
-    assert page["routing_key"] == "R0UT1NGKEY-for-tests" and page["event_action"] == "trigger"
+    assert page["routing_key"] == PAGERDUTY_KEY and page["event_action"] == "trigger"
     assert first["incident_id"] in page["dedup_key"] and "a person is needed" in page["payload"]["summary"]
     assert metrics.VERIFICATIONS.labels(state="not_confirmed")._value.get() == before + 1
     item = next(i for i in history(client) if i["incident_id"] == first["incident_id"])

@@ -202,14 +202,7 @@ def test_a_failed_restore_leaves_the_host_stuck_until_a_person_resolves_it(agent
     from rollback_agent.cli import main
 
     env = agent_env
-    key = env.etc / "pagerduty-key"
-    key.write_text("R0UT1NGKEY-for-tests\n")
-    key.chmod(0o600)
-    env.write_config(
-        notify={
-            "pagerduty": {"routing_key_file": str(key), "api_url": env.server.base + "/pagerduty/v2/enqueue"}
-        }
-    )
+    env.write_config(notify=env.pagerduty_notify())
     release_v4(env)
     lock = env.repo / ".git" / "refs" / "heads" / "deployed.lock"
     marker = env.root / "fail-upgrade"
