@@ -19,6 +19,19 @@ GUNICORN = [sys.executable, "-m", "gunicorn", "-c", "python:rollback_agent.gunic
 AGENT_APP = ("rollback_agent.wsgi:app",)
 
 
+def failed_start(env: AgentEnv, **environ: str) -> str:
+    """Run the documented command expecting it to stop before serving; its stderr."""
+    proc = subprocess.run(
+        [*GUNICORN, *AGENT_APP],
+        env={**os.environ, "ROLLBACK_AGENT_CONFIG": str(env.config_path), **environ},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode != 0, f"gunicorn served: {proc.stdout}{proc.stderr}"
+    return proc.stderr
+
+
 class Gunicorn:
     """`gunicorn -c python:rollback_agent.gunicorn_conf rollback_agent.wsgi:app`, or another app."""
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from agent_gunicorn import AGENT_APP, GUNICORN, Gunicorn, metric
+from agent_gunicorn import Gunicorn, failed_start, metric
 from agent_support import payload
 from testkit.net import free_port
 
@@ -130,16 +130,8 @@ def test_kill_9_mid_rollback_is_interrupted_on_restart(agent_env, gunicorn) -> N
 def test_config_error_stops_gunicorn_with_the_key_named(agent_env) -> None:
     env = agent_env
     env.write_config(guards={"cooldwn": "5m"})
-    environ = {**os.environ, "ROLLBACK_AGENT_CONFIG": str(env.config_path)}
-    proc = subprocess.run(
-        [*GUNICORN, *AGENT_APP],
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode != 0
-    assert "unknown key 'cooldwn' in 'guards' (did you mean 'cooldown'?)" in proc.stderr
+    stderr = failed_start(env)
+    assert "unknown key 'cooldwn' in 'guards' (did you mean 'cooldown'?)" in stderr
 
 
 def test_serve_command_runs_the_same_gunicorn(agent_env) -> None:

@@ -8,13 +8,12 @@ import json
 import os
 import re
 import socket
-import subprocess
 import threading
 import time
 
 import pytest
 import requests
-from agent_gunicorn import AGENT_APP, AUTH, GUNICORN, Gunicorn
+from agent_gunicorn import AUTH, Gunicorn, failed_start
 from agent_support import SECRET, basic_auth, payload
 
 pytestmark = pytest.mark.agent
@@ -231,19 +230,7 @@ def test_unreadable_or_binary_secret_file_is_a_config_error_naming_the_key(
 def test_unwritable_metrics_directory_is_a_one_line_start_up_error(agent_env, tmp_path) -> None:
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("")
-    environ = {
-        **os.environ,
-        "ROLLBACK_AGENT_CONFIG": str(agent_env.config_path),
-        "PROMETHEUS_MULTIPROC_DIR": str(blocker / "metrics"),
-    }
-    proc = subprocess.run(
-        [*GUNICORN, *AGENT_APP],
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode != 0
-    assert "Traceback" not in proc.stderr, proc.stderr
-    assert f"metrics directory {blocker / 'metrics'}" in proc.stderr, proc.stderr
-    assert SECRET not in proc.stderr
+    stderr = failed_start(agent_env, PROMETHEUS_MULTIPROC_DIR=str(blocker / "metrics"))
+    assert "Traceback" not in stderr, stderr
+    assert f"metrics directory {blocker / 'metrics'}" in stderr, stderr
+    assert SECRET not in stderr
