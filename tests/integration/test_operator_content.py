@@ -37,7 +37,9 @@ PLAY = """
   tasks:
     - ansible.builtin.include_role: {name: sre_monitoring.stack.monitoring_config, tasks_from: rules.yml}
       vars: {monitoring_config_rules_dest: "{{ render_dir }}/rules"}
-    - ansible.builtin.include_role: {name: sre_monitoring.stack.monitoring_config, tasks_from: alertmanager.yml}
+    - ansible.builtin.include_role:
+        name: sre_monitoring.stack.monitoring_config
+        tasks_from: alertmanager.yml
       vars:
         monitoring_config_alertmanager_dest: "{{ render_dir }}/alertmanager.yml"
         monitoring_config_templates_dest: "{{ render_dir }}/templates"
