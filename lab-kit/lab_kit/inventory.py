@@ -43,7 +43,7 @@ class Lab:
 
     def var(self, key: str) -> Any:
         """A lab-wide variable, rendered; a clear error when it is missing or does not render."""
-        return _need("every host", self.vars, key)
+        return _need("the lab-wide settings", self.vars, key)
 
     @property
     def network(self) -> str:
@@ -78,9 +78,6 @@ class Lab:
 
 
 PER_HOST = ("lab_published_ports", "lab_container")
-# What the lab kit reads from every host: only these must render here. Other lab_* variables may
-# use Ansible's own context (groups, hostvars, role defaults) that a bare Jinja render lacks.
-NEEDED = ("ansible_host", "lab_container")
 
 
 class InventoryError(RuntimeError):
@@ -88,8 +85,8 @@ class InventoryError(RuntimeError):
 
 
 class _Unrendered:
-    def __init__(self, name: str, error: Exception) -> None:
-        self.name, self.error = name, error
+    def __init__(self, error: Exception) -> None:
+        self.error = error
 
 
 def _render(value: Any, context: dict[str, Any]) -> Any:
@@ -105,7 +102,7 @@ def _render_all(wanted: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
         try:
             out[k] = _render(v, ctx)
         except jinja2.TemplateError as e:
-            out[k] = _Unrendered(k, e)
+            out[k] = _Unrendered(e)
     rendered = {k: v for k, v in out.items() if not isinstance(v, _Unrendered)}
     for k, v in list(out.items()):
         if isinstance(v, _Unrendered):
@@ -113,16 +110,21 @@ def _render_all(wanted: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
         try:
             out[k] = _render(v, {**ctx, **rendered})
         except jinja2.TemplateError as e:
-            out[k] = _Unrendered(k, e)
+            out[k] = _Unrendered(e)
     return out
 
 
-def _need(host: str, values: dict[str, Any], key: str) -> Any:
+def _need(where: str, values: dict[str, Any], key: str) -> Any:
+    """``values[key]`` as rendered; an error naming the variable when it is missing or did not render.
+
+    Only what the kit reads must render here: other lab_* variables may use Ansible's own context
+    (groups, hostvars, role defaults) that a bare Jinja render lacks.
+    """
     if key not in values:
-        raise InventoryError(f"inventories/lab: host {host} has no variable {key}")
+        raise InventoryError(f"inventories/lab: {where} has no variable {key}")
     v = values[key]
     if isinstance(v, _Unrendered):
-        raise InventoryError(f"inventories/lab: {key} of host {host} does not render: {v.error}")
+        raise InventoryError(f"inventories/lab: {key} of {where} does not render: {v.error}")
     return v
 
 
@@ -148,14 +150,13 @@ def load(inventory: Path = INVENTORY) -> Lab:
         }
         ctx = {**wanted, "inventory_hostname": name}
         rendered = _render_all(wanted, ctx)
-        for key in NEEDED:
-            _need(name, rendered, key)
+        where = f"host {name}"
         common = {k: v for k, v in rendered.items() if k.startswith("lab_") and k not in PER_HOST}
-        ports = _need(name, rendered, "lab_published_ports") if "lab_published_ports" in hv else []
+        ports = _need(where, rendered, "lab_published_ports") if "lab_published_ports" in hv else []
         hosts[name] = Host(
             name=name,
-            address=str(rendered["ansible_host"]),
-            container=str(rendered["lab_container"]),
+            address=str(_need(where, rendered, "ansible_host")),
+            container=str(_need(where, rendered, "lab_container")),
             groups=tuple(sorted(groups.get(name, set()))),
             ports=tuple(Port(int(p["host"]), int(p["container"]), str(p["name"])) for p in ports),
         )
